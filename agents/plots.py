@@ -1,0 +1,91 @@
+"""Plots of episodes on a task (PNG files, matplotlib's Agg backend)."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from hybridgym.agents.evaluation import Episode
+from hybridgym.envs import DataCenterTask, LotkaVolterraTask, Task
+
+MAX_PANELS = 6
+
+
+def _state_panels(task: Task) -> list[tuple[str, list[int]]]:
+    """(title, state indices) of each panel; zones of a data center share a panel."""
+    if isinstance(task, DataCenterTask):
+        n = task.num_zones
+        return [("inlet temperature [C]", list(range(n))), ("IT load [kW]", list(range(n, 2 * n)))]
+    return [(name, [i]) for i, name in enumerate(task.state_names[:MAX_PANELS])]
+
+
+def plot_episodes(
+    task: Task, episodes: Mapping[str, Episode], path: str | pathlib.Path, title: str = ""
+) -> pathlib.Path:
+    """States and actions over time of several labelled episodes, one panel per variable.
+
+    Returns the path of the PNG written.
+    """
+    panels = _state_panels(task)
+    rows = len(panels) + 1
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 1.9 * rows + 0.6), sharex=True, squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (label, episode) in enumerate(episodes.items()):
+        colour = colours[k % len(colours)]
+        t = np.arange(len(episode.states)) * task.dt
+        for ax, (name, idx) in zip(axes[:-1, 0], panels, strict=False):
+            values = episode.states[:, idx]
+            if len(idx) == 1:
+                ax.plot(t, values[:, 0], color=colour, label=label)
+            else:  # many zones: the mean and the min-max band
+                ax.plot(t, values.mean(1), color=colour, label=f"{label} (mean)")
+                ax.fill_between(t, values.min(1), values.max(1), color=colour, alpha=0.2)
+            ax.set_ylabel(name)
+        ax_u = axes[-1, 0]
+        u = episode.actions
+        if u.shape[1] == 1:
+            ax_u.step(t[:-1], u[:, 0], where="post", color=colour, label=label)
+        else:
+            ax_u.step(t[:-1], u.mean(1), where="post", color=colour, label=f"{label} (mean)")
+        ax_u.set_ylabel("action" if u.shape[1] == 1 else "mean action")
+    if isinstance(task, DataCenterTask):
+        axes[0, 0].axhline(27.0, color="red", linestyle="--", linewidth=1, label="27 C limit")
+    axes[-1, 0].set_xlabel(f"time [{task.time_unit}]")
+    axes[0, 0].legend(loc="best", fontsize=8)
+    fig.suptitle(title or task.real_env_id)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_phase_portrait(
+    task: LotkaVolterraTask,
+    episodes: Mapping[str, Episode],
+    path: str | pathlib.Path,
+) -> pathlib.Path:
+    """Prey against predators for Lotka-Volterra episodes, with the target marked."""
+    from hybridgym.envs.systems.lotka_volterra import TARGET
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for label, episode in episodes.items():
+        ax.plot(episode.states[:, 0], episode.states[:, 1], label=label, linewidth=1.2)
+        ax.plot(*episode.states[0, :2], "o", color=ax.lines[-1].get_color())
+    ax.plot(*TARGET, "k*", markersize=12, label="target")
+    ax.set_xlabel("prey")
+    ax.set_ylabel("predators")
+    ax.set_title("Lotka-Volterra phase portrait")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

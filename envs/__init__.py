@@ -1,0 +1,46 @@
+"""hybridgym.envs: real systems, tasks and (later) the learned-model environments.
+
+Importing this package registers the Gymnasium ids ``hybridgym/LotkaVolterra-v0``,
+``hybridgym/DataCenter-v0`` and ``hybridgym/CartPoleSwingUp-v0``;
+``gym.make("hybridgym.envs:hybridgym/LotkaVolterra-v0")`` works without a prior import.
+"""
+
+from hybridgym.envs.registration import SYSTEMS, register_envs
+from hybridgym.envs.system_env import SystemEnv
+from hybridgym.envs.systems import (
+    CartPolePrior,
+    CartPoleSwingUpEnv,
+    CartPoleSwingUpTask,
+    DataCenterEnv,
+    DataCenterPrior,
+    DataCenterTask,
+    LotkaVolterraEnv,
+    LotkaVolterraPrior,
+    LotkaVolterraTask,
+    PendulumPrior,
+    PendulumTask,
+)
+from hybridgym.envs.task import Task, get_task, register_task, task_for_env_id, task_names
+
+register_envs()
+
+__all__ = [
+    "SYSTEMS",
+    "CartPolePrior",
+    "CartPoleSwingUpEnv",
+    "CartPoleSwingUpTask",
+    "DataCenterEnv",
+    "DataCenterPrior",
+    "DataCenterTask",
+    "LotkaVolterraEnv",
+    "LotkaVolterraPrior",
+    "LotkaVolterraTask",
+    "PendulumPrior",
+    "PendulumTask",
+    "SystemEnv",
+    "Task",
+    "get_task",
+    "register_task",
+    "task_for_env_id",
+    "task_names",
+]

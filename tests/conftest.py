@@ -1,0 +1,12 @@
+"""Shared test setup: one torch thread (a busy 2-core machine runs up to 20x slower with two)."""
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)

@@ -1,0 +1,79 @@
+"""The command line, end to end through a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+EXE = [sys.executable, "-m", "hybridgym.scripts.main"]
+
+
+def _run(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "160"}
+    return subprocess.run([*EXE, *args], capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def test_version_and_help():
+    out = _run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("hybridgym ")
+    out = _run("--help")
+    assert out.returncode == 0 and "demo" in out.stdout and "systems" in out.stdout
+
+
+def test_systems_lists_every_task():
+    out = _run("systems")
+    assert out.returncode == 0, out.stderr
+    for expected in (
+        "Pendulum-v1",
+        "hybridgym/LotkaVolterra-v0",
+        "hybridgym/DataCenter-v0",
+        "hybridgym/CartPoleSwingUp-v0",
+        "0.9 x1 x2",
+    ):
+        assert expected in out.stdout
+
+
+@pytest.mark.slow
+def test_demo_writes_summary_and_plots(tmp_path):
+    out = _run("demo", "--out", str(tmp_path / "demo"), "--episodes", "1", "--quiet")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    returns = summary["returns"]
+    assert set(returns) == {"pendulum", "lotka_volterra", "datacenter", "cartpole_swingup"}
+    # the hand-made controllers beat doing nothing, and the table shows the numbers
+    lv = returns["lotka_volterra"]
+    assert lv["HarvestThresholdController"]["mean"] > lv["zero action"]["mean"]
+    dc = returns["datacenter"]
+    assert dc["ThermostatController"]["mean"] > dc["random"]["mean"]
+    assert f"{dc['ThermostatController']['mean']:.2f}" in out.stdout
+    pngs = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
+    assert pngs == [
+        "cartpole_swingup.png",
+        "datacenter.png",
+        "lotka_volterra.png",
+        "lotka_volterra_phase.png",
+        "pendulum.png",
+    ]
+    for name in pngs:
+        data = (tmp_path / "demo" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+        assert f"plot: {tmp_path / 'demo' / name}" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (("demo", "--episodes", "0"), "--episodes must be >= 1"),
+        (("demo", "--episodes", "many"), "invalid int value"),
+        (("nonsense",), "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(args, pattern, tmp_path):
+    out = _run(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert pattern in lines[-1] and "Traceback" not in out.stderr
+    assert len([line for line in lines if "error" in line]) == 1
+    assert not (tmp_path / "runs").exists(), "a refused command writes nothing"
