@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
+
 from hybridgym.envs import DataCenterTask, LotkaVolterraTask, Task
 from hybridgym.envs.systems.datacenter import MAX_INLET
 from hybridgym.envs.systems.lotka_volterra import TARGET

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+
 from hybridgym.envs import Task, get_task, task_for_env_id
 
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+
 from hybridgym.agents.evaluation import Episode
 from hybridgym.envs import DataCenterTask, LotkaVolterraTask, Task
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gymnasium as gym
+
 from hybridgym.envs.systems import CartPoleSwingUpTask, DataCenterTask, LotkaVolterraTask
 
 #: id -> (entry point, task class)

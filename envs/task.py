@@ -21,6 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+
 from hybridgym.models import PhysicsPrior, fixed_step
 from hybridgym.models.arrays import Array, array_namespace, wrap_angle
 

@@ -11,13 +11,14 @@ import json
 import pathlib
 import time
 
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
 from hybridgym.agents import RandomController, evaluate, hand_made_baseline, rollout
 from hybridgym.agents.baselines import ConstantController
 from hybridgym.agents.plots import plot_episodes, plot_phase_portrait
 from hybridgym.envs import LotkaVolterraTask, get_task, task_names
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

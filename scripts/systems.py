@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from hybridgym.envs import get_task, task_names
 from rich.console import Console
 from rich.table import Table
+
+from hybridgym.envs import get_task, task_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

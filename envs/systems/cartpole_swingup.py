@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 from gymnasium import spaces
+
 from hybridgym.envs.system_env import SystemEnv
 from hybridgym.envs.task import Task, register_task
 from hybridgym.models import PhysicsPrior

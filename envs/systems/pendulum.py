@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 from gymnasium import spaces
+
 from hybridgym.envs.task import Task, register_task
 from hybridgym.models import PhysicsPrior
 from hybridgym.models.arrays import Array, array_namespace, uniform, wrap_angle

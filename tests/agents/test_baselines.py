@@ -3,6 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from hybridgym.agents import (
     ConstantController,
     HarvestThresholdController,

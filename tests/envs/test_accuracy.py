@@ -1,12 +1,13 @@
 """The real systems are integrated accurately: RK4 with substeps against a tight reference."""
 
 import gymnasium as gym
-import hybridgym.envs  # noqa: F401
 import numpy as np
 import pytest
+from scipy.integrate import solve_ivp
+
+import hybridgym.envs  # noqa: F401
 from hybridgym.envs.systems.cartpole_swingup import cartpole_vector_field
 from hybridgym.models import fixed_step
-from scipy.integrate import solve_ivp
 
 SYSTEMS = [
     ("hybridgym/LotkaVolterra-v0", {}),

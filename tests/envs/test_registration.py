@@ -5,11 +5,12 @@ import sys
 import warnings
 
 import gymnasium as gym
-import hybridgym.envs  # noqa: F401  (registers the ids)
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import hybridgym.envs  # noqa: F401  (registers the ids)
 
 # (id, kwargs): every registered id, DataCenter with 1, 4 and 64 zones, noise switched on.
 ENV_CASES = [

@@ -4,6 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+
 from hybridgym.envs import get_task, task_names
 from hybridgym.envs.systems.cartpole_swingup import TRACK_LIMIT
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from hybridgym.models import fixed_step
 
 A = np.array([[-0.5, 2.0], [-2.0, -0.5]])  # damped rotation

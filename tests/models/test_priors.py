@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from hybridgym.envs import get_task
 from hybridgym.models import PhysicsPrior
 

@@ -1,0 +1,45 @@
+"""Shared helpers for benchmark scripts: timing with medians, machine facts, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import torch
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, object]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def median_rate(fn: Callable[[], int], repeats: int = 5, min_seconds: float = 0.3) -> float:
+    """Median over ``repeats`` runs of (work units per second); ``fn`` returns its units."""
+    rates = []
+    for _ in range(repeats):
+        units, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < min_seconds:
+            units += fn()
+        rates.append(units / elapsed)
+    return statistics.median(rates)
+
+
+def write(name: str, payload: dict[str, object]) -> pathlib.Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
+    return path
