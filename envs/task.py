@@ -24,6 +24,7 @@ from gymnasium import spaces
 
 from hybridgym.models import PhysicsPrior, fixed_step
 from hybridgym.models.arrays import Array, array_namespace, wrap_angle
+from hybridgym.models.hybrid import register_prior_builder
 
 
 class Task(ABC):
@@ -144,16 +145,27 @@ class Task(ABC):
         """
 
     # --- dynamics ----------------------------------------------------------------------------
-    @abstractmethod
     def make_prior(self, perturbation: float | None = None) -> PhysicsPrior:
         """The textbook physics of this system as a :class:`PhysicsPrior`.
 
         Args:
             perturbation: relative offset of the initial constants from the truth: each
-                constant starts at ``true * (1 - perturbation)``. None uses the task's
-                documented default; 0 starts at the true values (the prior still lacks the
-                missing physics).
+                learnable constant starts at ``true * (1 - perturbation)``. None uses the
+                task's documented :attr:`default_perturbation`; 0 starts at the true values
+                (the prior still lacks the missing physics).
         """
+        prior = self._make_prior(self.prior_scale(perturbation))
+        prior.rebuild_spec = {
+            "builder": "task",
+            "module": "hybridgym.envs",
+            "task": self.name,
+            "task_kwargs": self.real_env_kwargs,
+        }
+        return prior
+
+    @abstractmethod
+    def _make_prior(self, scale: float) -> PhysicsPrior:
+        """The prior with learnable constants at ``scale`` times the truth."""
 
     def prior_scale(self, perturbation: float | None = None) -> float:
         """``1 - perturbation`` after checking it (None: :attr:`default_perturbation`)."""
@@ -256,3 +268,10 @@ def task_for_env_id(env_id: str | None, **kwargs: Any) -> Task:
         f"no task has the real env id {env_id!r}; known ids: {', '.join(known)}. "
         "Pass a Task or a task name instead."
     )
+
+
+def _rebuild_task_prior(spec: dict[str, Any]) -> PhysicsPrior:
+    return get_task(spec["task"], **spec.get("task_kwargs", {})).make_prior(perturbation=0.0)
+
+
+register_prior_builder("task", _rebuild_task_prior)

@@ -8,8 +8,20 @@ symbolic distillation. This package imports nothing from ``hybridgym.envs``,
 from importlib.metadata import PackageNotFoundError, version
 
 from hybridgym.models.arrays import array_namespace, wrap_angle
+from hybridgym.models.data import Episode, TaskLike, TrajectoryDataset
+from hybridgym.models.distill import SymbolicResidual, distill
+from hybridgym.models.ensemble import Ensemble
+from hybridgym.models.fit import FitConfig, FitReport, fit, prediction_errors
+from hybridgym.models.hybrid import (
+    ADAPTIVE_METHODS,
+    METHODS,
+    HybridODE,
+    register_prior_builder,
+    register_residual,
+)
 from hybridgym.models.integrators import FIXED_STEP_METHODS, fixed_step
 from hybridgym.models.priors import ConstantSpec, PhysicsPrior
+from hybridgym.models.residual import MLPResidual
 
 try:
     __version__ = version("hybridgym")
@@ -17,11 +29,27 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "ADAPTIVE_METHODS",
     "FIXED_STEP_METHODS",
+    "METHODS",
     "ConstantSpec",
+    "Ensemble",
+    "Episode",
+    "FitConfig",
+    "FitReport",
+    "HybridODE",
+    "MLPResidual",
     "PhysicsPrior",
+    "SymbolicResidual",
+    "TaskLike",
+    "TrajectoryDataset",
     "__version__",
     "array_namespace",
+    "distill",
+    "fit",
     "fixed_step",
+    "prediction_errors",
+    "register_prior_builder",
+    "register_residual",
     "wrap_angle",
 ]

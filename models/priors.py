@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -95,6 +96,9 @@ class PhysicsPrior(nn.Module):
         self.action_dim = action_dim
         self.raw = nn.ParameterDict()
         self._specs: dict[str, ConstantSpec] = {}
+        #: how to rebuild this prior when a checkpoint is loaded (see ``register_prior_builder``);
+        #: ``Task.make_prior`` fills it, user priors are passed to ``HybridODE.load(prior=...)``
+        self.rebuild_spec: dict[str, Any] | None = None
 
     def add_constant(
         self,

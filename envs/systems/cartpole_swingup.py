@@ -180,8 +180,7 @@ class CartPoleSwingUpTask(Task):
         )
         return self.true_vector_field(state, action) - frictionless
 
-    def make_prior(self, perturbation: float | None = None) -> CartPolePrior:
-        scale = self.prior_scale(perturbation)
+    def _make_prior(self, scale: float) -> CartPolePrior:
         return CartPolePrior(
             cart_mass=CART_MASS * scale,
             pole_mass=POLE_MASS * scale,

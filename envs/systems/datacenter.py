@@ -222,8 +222,7 @@ class DataCenterTask(Task):
         prior_at_truth = datacenter_vector_field(state, action, recirculation=0.0, saturation=0.0)
         return self.true_vector_field(state, action) - prior_at_truth
 
-    def make_prior(self, perturbation: float | None = None) -> DataCenterPrior:
-        scale = self.prior_scale(perturbation)
+    def _make_prior(self, scale: float) -> DataCenterPrior:
         return DataCenterPrior(
             self.num_zones,
             capacitance=CAPACITANCE * scale,

@@ -120,8 +120,7 @@ class PendulumTask(Task):
         high = np.array([np.pi, 1.0])
         return uniform(n, -high, high, generator, dtype=dtype, device=device)
 
-    def make_prior(self, perturbation: float | None = None) -> PendulumPrior:
-        scale = self.prior_scale(perturbation)
+    def _make_prior(self, scale: float) -> PendulumPrior:
         return PendulumPrior(a=GRAVITY_TERM * scale, b=TORQUE_GAIN * scale)
 
 
