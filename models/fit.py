@@ -78,7 +78,8 @@ class FitConfig:
         sensitivity: ``direct`` or ``adjoint`` gradients through the solver.
         seed: seeds window sampling and the validation split.
         progress: show a progress bar.
-        weight_decay: Adam weight decay on the residual's weights.
+        weight_decay: decoupled weight decay (AdamW) on the residual's weights only; the
+            physical constants are never decayed.
         grad_clip: clip the gradient norm (None: no clipping).
         validation_horizons: k of the k-step prediction errors reported.
     """
@@ -390,7 +391,13 @@ def _fit_one(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("no parameter of the model requires grad; nothing to fit")
-    optimizer = torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    residual_params = set(model.residual.parameters()) if model.residual is not None else set()
+    decayed = [p for p in params if p in residual_params]
+    plain = [p for p in params if p not in residual_params]
+    groups = [{"params": plain, "weight_decay": 0.0}]
+    if decayed:
+        groups.append({"params": decayed, "weight_decay": config.weight_decay})
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     schedule = (
         torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -454,8 +461,9 @@ def _fit_one(
     finally:
         bar.close()
     if val_windows is not None and best[0] < math.inf:
-        model.load_state_dict(best[1])
-    best_iteration = best[2] if val_windows is not None else it
+        model.load_state_dict(best[1])  # else no check ran: the last weights stay
+    checked = val_windows is not None and best[0] < math.inf
+    best_iteration = best[2] if checked else it
     if config.lbfgs_iterations:
         _lbfgs(model, params, windows, config, batch_loss)
         best_iteration = it

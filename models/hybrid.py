@@ -76,9 +76,11 @@ class HybridODE(nn.Module):
         residual_mask: state dimensions the residual may change: None (all), a sequence of
             indices, or a boolean sequence of length n.
         sensitivity: ``direct`` (backpropagate through the solver) or ``adjoint`` (torchdiffeq's
-            adjoint method: memory independent of the number of solver steps). With the
-            adjoint, fixed-step methods run through torchdiffeq, whose ``rk4`` is the 3/8-rule
-            variant: equal to ours up to O(h^5).
+            adjoint method, one solve per control interval: memory independent of the solver
+            steps inside an interval and about 30x smaller per interval than ``direct``, at
+            about 2.3x the time; see benchmarks/adjoint_vs_direct.py). With the adjoint,
+            fixed-step methods run through torchdiffeq, whose ``rk4`` is the 3/8-rule variant:
+            equal to ours up to O(h^5).
         state_dim, action_dim: needed only when neither part has these attributes.
     """
 
