@@ -90,3 +90,50 @@ def plot_phase_portrait(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_prediction(
+    times: np.ndarray,
+    truth: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    state_names: tuple[str, ...] | list[str],
+    path: str | pathlib.Path,
+    *,
+    observed: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str = "",
+    time_unit: str = "time units",
+) -> pathlib.Path:
+    """Model predictions against the truth, one panel per state.
+
+    Args:
+        times: T, the time of each row of ``truth`` and of each prediction.
+        truth: T x n true states.
+        predictions: label -> T x n predicted states.
+        state_names: n names.
+        observed: optional (times, states) of the data the model was fitted to (dots).
+    """
+    n = truth.shape[1]
+    fig, axes = plt.subplots(n, 1, figsize=(8, 2.4 * n + 0.6), sharex=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.plot(times, truth[:, i], color="black", linewidth=2, label="truth")
+        for label, pred in predictions.items():
+            ax.plot(times, pred[:, i], linestyle="--", linewidth=1.5, label=label)
+        if observed is not None:
+            ax.plot(
+                observed[0],
+                observed[1][:, i],
+                "o",
+                color="grey",
+                markersize=4,
+                label="training data",
+            )
+        ax.set_ylabel(state_names[i])
+    axes[-1, 0].set_xlabel(f"time [{time_unit}]")
+    axes[0, 0].legend(fontsize=8, loc="best")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -17,9 +17,14 @@ import time
 import numpy as np
 import torch
 
-from hybridgym.envs import get_task
-from hybridgym.envs.systems.lotka_volterra import BETA, GAMMA, seed_example
-from hybridgym.models import FitConfig, HybridODE, MLPResidual, distill, fit
+from hybridgym.envs.systems.lotka_volterra import (
+    BETA,
+    GAMMA,
+    SEED_EXAMPLE_FIT,
+    seed_example,
+    seed_example_model,
+)
+from hybridgym.models import HybridODE, MLPResidual, distill, fit
 
 from common import write
 
@@ -34,21 +39,11 @@ EXTRAPOLATION_END = 10.0
 #: the data on [0, 5] covers about one cycle (period 4.5..5.3), so [0, 10] from the same start
 #: retraces the training orbit; a start from seed + 100 tests the vector field off that orbit
 NEW_START_OFFSET = 100
-CONFIG = FitConfig(  # as SEED_CONFIG in tests/models/test_fit.py
-    horizon=4,
-    iterations=600,
-    learning_rate=1e-2,
-    lbfgs_iterations=100,
-    batch_size=None,
-    progress=False,
-    validation_horizons=(1,),
-)
+CONFIG = SEED_EXAMPLE_FIT
 
 
 def hybrid_model() -> HybridODE:
-    prior = get_task("lotka_volterra").make_prior(perturbation=0.0)
-    prior.requires_grad_(False)  # the example's prior knows alpha x1 and -delta x2 exactly
-    return HybridODE(prior, MLPResidual(2, 2, hidden=(32, 32), activation="tanh"), dt=DT)
+    return seed_example_model()
 
 
 def neural_ode() -> HybridODE:

@@ -14,7 +14,14 @@ from gymnasium import spaces
 
 from hybridgym.envs.system_env import SystemEnv
 from hybridgym.envs.task import Task, register_task
-from hybridgym.models import PhysicsPrior, TrajectoryDataset, fixed_step
+from hybridgym.models import (
+    FitConfig,
+    HybridODE,
+    MLPResidual,
+    PhysicsPrior,
+    TrajectoryDataset,
+    fixed_step,
+)
 from hybridgym.models.arrays import Array, array_namespace, uniform
 
 # The seed example's constants.
@@ -188,6 +195,27 @@ def seed_example(
         action_names=LotkaVolterraTask.action_names,
     )
     return data, clean
+
+
+#: the fit that recovers the seed example's missing terms in a few seconds: windows of 1 to 4
+#: steps, Adam then an L-BFGS polish (benchmarks/seed_example.py measures it)
+SEED_EXAMPLE_FIT = FitConfig(
+    horizon=4,
+    iterations=600,
+    learning_rate=1e-2,
+    lbfgs_iterations=100,
+    batch_size=None,
+    progress=False,
+    validation_horizons=(1,),
+)
+
+
+def seed_example_model(hidden: tuple[int, ...] = (32, 32)) -> HybridODE:
+    """The seed example's hybrid model: the prior knows alpha x1 and -delta x2 exactly (its
+    constants are frozen at the truth) and a tanh MLP learns the rest."""
+    prior = LotkaVolterraTask().make_prior(perturbation=0.0)
+    prior.requires_grad_(False)
+    return HybridODE(prior, MLPResidual(2, 2, hidden=hidden, activation="tanh"), dt=0.25)
 
 
 class LotkaVolterraEnv(SystemEnv):

@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from hybridgym.envs import get_task
-from hybridgym.envs.systems.lotka_volterra import seed_example
+from hybridgym.envs.systems.lotka_volterra import (
+    SEED_EXAMPLE_FIT,
+    seed_example,
+    seed_example_model,
+)
 from hybridgym.models import (
     Ensemble,
     FitConfig,
@@ -20,30 +24,14 @@ from hybridgym.models import (
     prediction_errors,
 )
 
-SEED_CONFIG = FitConfig(
-    horizon=4,
-    iterations=600,
-    learning_rate=1e-2,
-    lbfgs_iterations=100,
-    batch_size=None,
-    progress=False,
-    validation_horizons=(1,),
-)
-
-
-def _seed_model():
-    torch.manual_seed(0)
-    prior = get_task("lotka_volterra").make_prior(perturbation=0.0)
-    prior.requires_grad_(False)  # the example's prior knows alpha x1 and -delta x2 exactly
-    return HybridODE(prior, MLPResidual(2, 2, hidden=(32, 32), activation="tanh"), dt=0.25)
-
 
 @pytest.mark.slow
 def test_seed_example_recovers_the_missing_interaction_terms():
     data, _ = seed_example(seed=0)
     assert len(data) == 1 and data.num_steps == 20
-    model = _seed_model()
-    fit(model, data, SEED_CONFIG)
+    torch.manual_seed(0)
+    model = seed_example_model()
+    fit(model, data, SEED_EXAMPLE_FIT)
     symbolic = distill(model, data, threshold=0.1)
     terms = symbolic.terms()
     assert set(terms["prey"]) == {"prey predators"}
