@@ -82,6 +82,10 @@ class FitConfig:
             physical constants are never decayed.
         grad_clip: clip the gradient norm (None: no clipping).
         validation_horizons: k of the k-step prediction errors reported.
+        huber_delta: None for a squared loss; else a Huber loss, quadratic up to this size of
+            error (in units of each state's typical one-step change) and linear beyond, so a
+            few transitions the model cannot represent (a saturation, a glitch in the log)
+            pull less.
     """
 
     horizon: int = 10
@@ -101,6 +105,7 @@ class FitConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = 10.0
     validation_horizons: tuple[int, ...] = (1, 10)
+    huber_delta: float | None = None
 
     def __post_init__(self) -> None:
         _positive_int("horizon", self.horizon)
@@ -135,6 +140,10 @@ class FitConfig:
             raise ValueError(
                 f"FitConfig.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}"
             )
+        if self.huber_delta is not None:
+            _non_negative("huber_delta", self.huber_delta)
+            if self.huber_delta == 0:
+                raise ValueError("FitConfig.huber_delta must be > 0 or None")
         if not self.validation_horizons:
             raise ValueError("FitConfig.validation_horizons must name at least one horizon")
         for k in self.validation_horizons:
@@ -233,9 +242,15 @@ class _Windows:
 
 
 def _rollout_errors(
-    model: HybridODE, windows: _Windows, which: torch.Tensor, h: int, scale: torch.Tensor
+    model: HybridODE,
+    windows: _Windows,
+    which: torch.Tensor,
+    h: int,
+    scale: torch.Tensor,
+    huber_delta: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Scaled squared errors (W x h x n), mask (W x h) and window start states."""
+    """Scaled squared errors (W x h x n; Huber-ised beyond ``huber_delta``), mask (W x h) and
+    window start states."""
     x0, actions, targets, mask = windows.gather(which, h)
     x = x0
     preds = []
@@ -243,8 +258,13 @@ def _rollout_errors(
         x = model.step(x, actions[:, k])
         preds.append(x)
     pred = torch.stack(preds, dim=1)
-    err = (windows.difference(pred, targets) / scale) ** 2
-    return err, mask, x0
+    diff = windows.difference(pred, targets) / scale
+    if huber_delta is None:
+        return diff**2, mask, x0
+    err = torch.nn.functional.huber_loss(
+        diff, torch.zeros_like(diff), reduction="none", delta=huber_delta
+    )
+    return 2.0 * err, mask, x0
 
 
 def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -410,7 +430,7 @@ def _fit_one(
     model.sensitivity = config.sensitivity
 
     def batch_loss(which: torch.Tensor, h: int, wins: _Windows) -> torch.Tensor:
-        err, mask, x0 = _rollout_errors(model, wins, which, h, scale)
+        err, mask, x0 = _rollout_errors(model, wins, which, h, scale, config.huber_delta)
         return _masked_mean(err, mask) + _penalty(model, x0, wins, which, config.residual_penalty)
 
     def validation_loss() -> float:

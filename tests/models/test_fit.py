@@ -189,6 +189,7 @@ def test_non_finite_loss_keeps_the_previous_model():
         ("validation_horizons", (), "validation_horizons must name at least one horizon"),
         ("seed", 1.5, "seed must be an int"),
         ("residual_penalty", -1.0, "residual_penalty must be a number >= 0"),
+        ("huber_delta", 0.0, "huber_delta must be > 0 or None"),
     ],
 )
 def test_bad_fit_config(field, value, pattern):
@@ -205,3 +206,33 @@ def test_data_that_does_not_match_the_model_is_refused():
     cart = TrajectoryDataset.from_arrays(np.zeros((5, 4)), np.zeros((4, 1)), dt=0.05)
     with pytest.raises(ValueError, match=r"the data has 4 state variables .* the model 2"):
         fit(model, cart, FitConfig(progress=False))
+
+
+def test_huber_loss_resists_a_few_corrupted_transitions():
+    task = get_task("cartpole_swingup")
+    truth = HybridODE(task.make_prior(perturbation=0.0), None, dt=task.dt, substeps=2)
+    rng = np.random.default_rng(1)
+    x0 = torch.as_tensor(task.sample_initial_states(4, rng), dtype=torch.float32)
+    actions = torch.as_tensor(rng.uniform(-1, 1, (4, 30, 1)), dtype=torch.float32)
+    with torch.no_grad():
+        states = truth.rollout(x0, actions).numpy().copy()
+    states[:, 10, 1] += 3.0  # a glitch in the log: four wild cart velocities
+    data = TrajectoryDataset.from_arrays(
+        list(states), list(actions.numpy()), dt=task.dt, angle_dims=(2,)
+    )
+
+    def fitted_mass(huber_delta):
+        model = HybridODE(task.make_prior(perturbation=0.2), None, dt=task.dt, substeps=2)
+        config = FitConfig(
+            horizon=1,
+            iterations=300,
+            learning_rate=2e-2,
+            progress=False,
+            validation_fraction=0.0,
+            huber_delta=huber_delta,
+        )
+        return fit(model, data, config).physical_parameters["cart_mass"]
+
+    squared_error = abs(fitted_mass(None) - 1.0)
+    huber_error = abs(fitted_mass(0.05) - 1.0)
+    assert huber_error < 0.5 * squared_error

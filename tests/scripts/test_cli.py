@@ -48,11 +48,17 @@ def test_demo_writes_summary_and_plots(tmp_path):
     dc = returns["datacenter"]
     assert dc["ThermostatController"]["mean"] > dc["random"]["mean"]
     assert f"{dc['ThermostatController']['mean']:.2f}" in out.stdout
+    # the seed example: exactly the interaction terms, printed and in the summary
+    terms = summary["missing_physics"]["terms"]
+    assert set(terms["prey"]) == {"prey predators"} == set(terms["predators"])
+    assert terms["prey"]["prey predators"] == pytest.approx(-0.9, rel=0.05)
+    assert "learned: dprey/dt = prior -0.9" in out.stdout
     pngs = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
     assert pngs == [
         "cartpole_swingup.png",
         "datacenter.png",
         "lotka_volterra.png",
+        "lotka_volterra_missing_physics.png",
         "lotka_volterra_phase.png",
         "pendulum.png",
     ]
