@@ -33,7 +33,7 @@ import torch
 from hybridgym.envs import get_task
 from hybridgym.models import HybridODE, MLPResidual
 
-from common import write
+from common import reset_peak_rss, status_kib, write
 
 torch.set_num_threads(1)
 
@@ -70,28 +70,6 @@ def forward_backward(model: HybridODE, x0: torch.Tensor, actions: torch.Tensor) 
     (states**2).sum().backward()
 
 
-def _status_kib(field: str) -> int | None:
-    """A ``kB`` field of /proc/self/status (Linux), or None."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return _status_kib("VmHWM") is not None
-
-
 def measure(sensitivity: str, horizon: int) -> dict[str, float]:
     """Run in a fresh process: median time and peak memory of one forward + backward."""
     # torch.autograd.grad (which the adjoint calls) imports this on first use: ~45 MB of sympy
@@ -102,8 +80,8 @@ def measure(sensitivity: str, horizon: int) -> dict[str, float]:
     model.sensitivity = sensitivity
     actions = actions[:, :horizon].contiguous()
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    hwm = _reset_peak()
-    rss_before = _status_kib("VmRSS") if hwm else maxrss_before
+    hwm = reset_peak_rss()
+    rss_before = status_kib("VmRSS") if hwm else maxrss_before
     forward_backward(model, x0, actions)  # warm-up
     times = []
     for _ in range(REPEATS):
@@ -111,7 +89,7 @@ def measure(sensitivity: str, horizon: int) -> dict[str, float]:
         forward_backward(model, x0, actions)
         times.append(time.perf_counter() - start)
     maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    peak = _status_kib("VmHWM") if hwm else maxrss_after
+    peak = status_kib("VmHWM") if hwm else maxrss_after
     return {
         "ms": 1e3 * statistics.median(times),
         "times_ms": [1e3 * t for t in times],

@@ -43,3 +43,28 @@ def write(name: str, payload: dict[str, object]) -> pathlib.Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
+
+
+def status_kib(field: str) -> int | None:
+    """A ``kB`` field of /proc/self/status (Linux), e.g. ``VmRSS`` or ``VmHWM``; else None."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM (peak RSS) to the current RSS (Linux >= 4.0); False where impossible.
+
+    ``ru_maxrss`` cannot do this: a child process inherits its parent's peak.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return status_kib("VmHWM") is not None

@@ -1,10 +1,14 @@
 """hybridgym.envs: real systems, tasks and (later) the learned-model environments.
 
 Importing this package registers the Gymnasium ids ``hybridgym/LotkaVolterra-v0``,
-``hybridgym/DataCenter-v0`` and ``hybridgym/CartPoleSwingUp-v0``;
+``hybridgym/DataCenter-v0``, ``hybridgym/CartPoleSwingUp-v0`` and ``hybridgym/Learned-v0``
+(``gym.make(..., model=..., task=...)`` gives a LearnedEnv, ``gym.make_vec`` a
+LearnedVectorEnv);
 ``gym.make("hybridgym.envs:hybridgym/LotkaVolterra-v0")`` works without a prior import.
 """
 
+from hybridgym.envs.learned import LearnedCore, LearnedEnv, load_model
+from hybridgym.envs.learned_vec import LearnedVecEnv, LearnedVectorEnv
 from hybridgym.envs.registration import SYSTEMS, register_envs
 from hybridgym.envs.system_env import SystemEnv
 from hybridgym.envs.systems import (
@@ -32,6 +36,10 @@ __all__ = [
     "DataCenterEnv",
     "DataCenterPrior",
     "DataCenterTask",
+    "LearnedCore",
+    "LearnedEnv",
+    "LearnedVecEnv",
+    "LearnedVectorEnv",
     "LotkaVolterraEnv",
     "LotkaVolterraPrior",
     "LotkaVolterraTask",
@@ -40,6 +48,7 @@ __all__ = [
     "SystemEnv",
     "Task",
     "get_task",
+    "load_model",
     "register_task",
     "task_for_env_id",
     "task_names",

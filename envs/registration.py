@@ -20,8 +20,17 @@ SYSTEMS = {
 }
 
 
+LEARNED_ENV_ID = "hybridgym/Learned-v0"
+
+
 def register_envs() -> None:
-    """Register every built-in system id (idempotent)."""
+    """Register every built-in system id and the learned-model id (idempotent)."""
+    if LEARNED_ENV_ID not in gym.registry:
+        gym.register(
+            id=LEARNED_ENV_ID,
+            entry_point="hybridgym.envs.learned:LearnedEnv",
+            vector_entry_point="hybridgym.envs.learned_vec:LearnedVectorEnv",
+        )
     for env_id, (entry_point, task_cls) in SYSTEMS.items():
         if env_id not in gym.registry:
             gym.register(

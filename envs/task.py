@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from hybridgym.models import PhysicsPrior, fixed_step
+from hybridgym.models import HybridODE, PhysicsPrior, fixed_step
 from hybridgym.models.arrays import Array, array_namespace, wrap_angle
 from hybridgym.models.hybrid import register_prior_builder
 
@@ -204,6 +204,19 @@ class Task(ABC):
             substeps=self.substeps,
         )
 
+    def make_oracle(self) -> torch.nn.Module:
+        """A model of the real system's deterministic part: ``step(x, u)`` reproduces
+        :meth:`true_step` in torch (a HybridODE whose prior is the true vector field, with the
+        real env's integrator; for a discrete-map system, the map). For tests and for
+        perfect-model baselines; noise (observation, load) is not part of it."""
+        try:
+            self.true_vector_field(np.zeros((1, self.state_dim)), np.zeros((1, self.action_dim)))
+        except NotImplementedError:
+            return _MapOracle(self)
+        return HybridODE(
+            _TrueField(self), None, self.dt, method=self.integrator, substeps=self.substeps
+        )
+
     def clip_action(self, action: Array) -> Array:
         """Clip a batch of actions (B x m) to the action space."""
         low, high = self.action_space.low, self.action_space.high
@@ -222,6 +235,36 @@ class Task(ABC):
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(sorted(self.real_env_kwargs.items()))))
+
+
+class _TrueField(torch.nn.Module):
+    """The true vector field of a task as a module (the oracle's prior)."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.task = task
+        self.state_dim, self.action_dim = task.state_dim, task.action_dim
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.task.true_vector_field(x, u)
+
+
+class _MapOracle(torch.nn.Module):
+    """The true transition of a discrete-map system (Pendulum-v1) as a steppable model."""
+
+    def __init__(self, task: Task) -> None:
+        super().__init__()
+        self.task = task
+        self.state_dim, self.action_dim, self.dt = task.state_dim, task.action_dim, task.dt
+
+    def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.task.true_step(x, u)
+
+    def rollout(self, x0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        states = [x0]
+        for k in range(actions.shape[1]):
+            states.append(self.step(states[-1], actions[:, k]))
+        return torch.stack(states, dim=1)
 
 
 _TASKS: dict[str, Callable[..., Task]] = {}
