@@ -142,6 +142,9 @@ class LearnedCore:
         space = self.task.observation_space
         self.obs_low = torch.as_tensor(space.low, device=self.device, dtype=dtype)
         self.obs_high = torch.as_tensor(space.high, device=self.device, dtype=dtype)
+        actions = self.task.action_space
+        self.action_low = torch.as_tensor(actions.low, device=self.device, dtype=dtype)
+        self.action_high = torch.as_tensor(actions.high, device=self.device, dtype=dtype)
         self.needs_reset = np.ones(num_envs, dtype=bool)
 
     def _start_pool(self, dataset: Any) -> torch.Tensor:
@@ -220,7 +223,8 @@ class LearnedCore:
                 f"environments {np.flatnonzero(self.needs_reset)[:8].tolist()} need a reset"
             )
         x = self.states
-        u = self.task.clip_action(actions.to(device=self.device, dtype=self.dtype))
+        u = actions.to(device=self.device, dtype=self.dtype)
+        u = torch.clamp(u, min=self.action_low, max=self.action_high)
         if isinstance(self.model, Ensemble):
             per_member = self.model.member_steps(x, u)
             if self.num_members > 1:
@@ -234,10 +238,10 @@ class LearnedCore:
         else:
             x_next = self.model.step(x, u)
             disagreement = torch.zeros_like(x[:, 0])
-        diverged = ~torch.isfinite(x_next).all(-1) | (x_next.abs() > self.divergence_threshold).any(
-            -1
-        )
-        x_next = torch.where(diverged[:, None], x, x_next)
+        # NaN compares False, so one comparison catches non-finite and exploding states
+        diverged = ~(x_next.abs() <= self.divergence_threshold).all(-1)
+        if diverged.any():
+            x_next = torch.where(diverged[:, None], x, x_next)
         reward = self.task.reward(x, u, x_next)
         if self.uncertainty_penalty:
             reward = reward - self.uncertainty_penalty * disagreement

@@ -8,6 +8,15 @@ from typing import Any
 import torch
 from torch import nn
 
+#: activations applied in place on the inference path (the others allocate)
+_IN_PLACE = {
+    "tanh": torch.tanh_,
+    "relu": torch.relu_,
+    "silu": lambda t: nn.functional.silu(t, inplace=True),
+    "elu": lambda t: nn.functional.elu(t, inplace=True),
+}
+_WORKSPACES = 4  # cached hidden-layer buffer sets (distinct batch shapes) per module
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -22,6 +31,13 @@ def _check_dim(label: str, value: Any, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{label} must be an int >= {minimum}, got {value!r}")
     return value
+
+
+def _as_slice(indices: list[int]) -> slice | list[int]:
+    """A slice for a run of consecutive indices, else the list."""
+    if indices and indices == list(range(indices[0], indices[-1] + 1)):
+        return slice(indices[0], indices[-1] + 1)
+    return indices
 
 
 class MLPResidual(nn.Module):
@@ -65,6 +81,9 @@ class MLPResidual(nn.Module):
         self.activation = activation
         self.angle_dims = angle_dims
         self._plain_dims = [d for d in range(state_dim) if d not in angle_dims]
+        # contiguous index sets become slices (views) instead of gathers
+        self._plain_index = _as_slice(self._plain_dims)
+        self._angle_index = _as_slice(list(angle_dims))
         in_dim = len(self._plain_dims) + 2 * len(angle_dims) + action_dim
         layers: list[nn.Module] = []
         width = in_dim
@@ -79,12 +98,13 @@ class MLPResidual(nn.Module):
         self.register_buffer("input_scale", torch.ones(in_dim))
         self.register_buffer("output_scale", torch.ones(state_dim))
         self.register_buffer("statistics_set", torch.tensor(False))
+        self._workspaces: dict[tuple, list[torch.Tensor]] = {}
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Network inputs before normalisation, B x in_dim."""
-        parts = [x[..., self._plain_dims]] if self._plain_dims else []
+        parts = [x[..., self._plain_index]] if self._plain_dims else []
         if self.angle_dims:
-            angles = x[..., list(self.angle_dims)]
+            angles = x[..., self._angle_index]
             parts += [torch.sin(angles), torch.cos(angles)]
         if self.action_dim:
             parts.append(u)
@@ -108,8 +128,46 @@ class MLPResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """NN(x, u): B x n for x: B x n, u: B x m."""
-        z = (self.features(x, u) - self.input_shift) / self.input_scale
-        return self.net(z) * self.output_scale
+        z = self.features(x, u)
+        if torch.is_grad_enabled() or z.dim() != 2:
+            return self.net((z - self.input_shift) / self.input_scale) * self.output_scale
+        return self._inference(z) * self.output_scale
+
+    def _inference(self, z: torch.Tensor) -> torch.Tensor:
+        """The same network without autograd, writing hidden layers into reused buffers.
+
+        Large batches (a vectorised env steps thousands of states four times per RK4 step)
+        otherwise allocate and free megabytes per layer, and the C allocator's mmap/munmap
+        of such blocks was measured to cost as much as the matrix products.
+        """
+        key = (z.shape[0], z.dtype, z.device, torch.is_inference_mode_enabled())
+        buffers = self._workspaces.get(key)
+        layers = list(self.net)
+        if buffers is None:
+            if len(self._workspaces) >= _WORKSPACES:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            buffers = [
+                torch.empty(z.shape[0], layer.out_features, dtype=z.dtype, device=z.device)
+                for layer in layers[:-1:2]
+            ]
+            self._workspaces[key] = buffers
+        in_place = _IN_PLACE.get(self.activation)
+        # the input normalisation folded into the first layer: W (z - s) / c + b
+        first = layers[0]
+        weight = first.weight / self.input_scale
+        bias = first.bias - weight @ self.input_shift
+        h = z
+        for k, buffer in enumerate(buffers):
+            linear, activation = layers[2 * k], layers[2 * k + 1]
+            w, b = (weight, bias) if k == 0 else (linear.weight, linear.bias)
+            torch.addmm(b, h, w.t(), out=buffer)
+            h = in_place(buffer) if in_place is not None else activation(buffer)
+        last = layers[-1]
+        return torch.addmm(last.bias, h, last.weight.t())
+
+    def _apply(self, fn, recurse=True):  # .to(), .double(), ...: drop buffers of the old kind
+        self._workspaces = {}
+        return super()._apply(fn, recurse)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, plain types (saved in checkpoints)."""

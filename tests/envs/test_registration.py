@@ -37,7 +37,9 @@ def _normalised(space, lows):
 
 
 def test_every_hybridgym_id_is_covered():
+    # hybridgym/Learned-v0 needs a model and a task: tests/envs/test_learned.py checks it
     ids = {env_id for env_id in gym.registry if env_id.startswith("hybridgym/")}
+    ids.remove("hybridgym/Learned-v0")
     assert ids == {case[0] for case in ENV_CASES if case[0].startswith("hybridgym/")}
 
 
