@@ -59,7 +59,7 @@ class LearnedVecEnv(VecEnv):
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
         result = self.core.step(self._actions)
         obs = result.obs.cpu().numpy()
-        rewards = result.reward.cpu().numpy().astype(np.float32)
+        rewards = np.asarray(result.reward.cpu().numpy(), dtype=np.float32)
         terminated = result.terminated.cpu().numpy()
         truncated = result.truncated.cpu().numpy()
         dones = terminated | truncated

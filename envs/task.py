@@ -219,12 +219,24 @@ class Task(ABC):
 
     def clip_action(self, action: Array) -> Array:
         """Clip a batch of actions (B x m) to the action space."""
-        low, high = self.action_space.low, self.action_space.high
         if isinstance(action, torch.Tensor):
-            lo = torch.as_tensor(low, dtype=action.dtype, device=action.device)
-            hi = torch.as_tensor(high, dtype=action.dtype, device=action.device)
-            return torch.minimum(torch.maximum(action, lo), hi)
-        return np.clip(action, low, high)
+            lo, hi = self._action_bounds(action.dtype, action.device)
+            return torch.clamp(action, min=lo, max=hi)
+        return np.clip(action, self.action_space.low, self.action_space.high)
+
+    def _action_bounds(
+        self, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The action space's bounds as tensors, cached per dtype and device (hot path)."""
+        cache = self.__dict__.setdefault("_bounds_cache", {})
+        key = (dtype, device)
+        if key not in cache:
+            space = self.action_space
+            cache[key] = (
+                torch.as_tensor(space.low, dtype=dtype, device=device),
+                torch.as_tensor(space.high, dtype=dtype, device=device),
+            )
+        return cache[key]
 
     def __repr__(self) -> str:
         kwargs = ", ".join(f"{k}={v!r}" for k, v in self.real_env_kwargs.items())

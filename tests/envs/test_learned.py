@@ -241,3 +241,20 @@ def test_bad_arguments(kwargs, pattern):
         LearnedEnv(_model(task), task, **kwargs)
     with pytest.raises(ValueError, match="num_envs must be a positive int"):
         LearnedVecEnv(_model(task), task, 0)
+
+
+def test_vec_env_attributes_and_methods_are_shared():
+    task = get_task("pendulum")
+    vec = LearnedVecEnv(_model(task), task, 3)
+    assert vec.get_attr("task") == [task, task, task]
+    assert vec.get_attr("render_mode", indices=[1]) == [None]
+    vec.set_attr("custom", 5)
+    assert vec.get_attr("custom") == [5, 5, 5]
+    with pytest.raises(ValueError, match="share their attributes"):
+        vec.set_attr("custom", 6, indices=[0])
+    assert vec.env_is_wrapped(gym.Wrapper) == [False, False, False]
+    vec.seed(3)
+    first = vec.env_method("reset", indices=[0])[0]
+    assert first.shape == (3, 3)
+    with pytest.raises(AttributeError):
+        vec.get_attr("no_such_attribute")
