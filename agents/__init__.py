@@ -9,12 +9,14 @@ from hybridgym.agents.baselines import (
     hand_made_baseline,
 )
 from hybridgym.agents.evaluation import Episode, EvalResult, evaluate, rollout
+from hybridgym.agents.mpc import MPCAgent
 
 __all__ = [
     "ConstantController",
     "Episode",
     "EvalResult",
     "HarvestThresholdController",
+    "MPCAgent",
     "RandomController",
     "ThermostatController",
     "evaluate",

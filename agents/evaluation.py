@@ -65,8 +65,10 @@ def rollout(
     obs, _ = env.reset(seed=seed)
     states, actions, rewards = [_physical_state(env, task, obs)], [], []
     terminated = truncated = False
+    episode_start = np.array([True])
     while not (terminated or truncated):
-        action, _ = agent.predict(obs, deterministic=deterministic)
+        action, _ = agent.predict(obs, episode_start=episode_start, deterministic=deterministic)
+        episode_start = np.array([False])
         obs, reward, terminated, truncated, _ = env.step(action)
         states.append(_physical_state(env, task, obs))
         actions.append(np.asarray(action, dtype=np.float64).reshape(task.action_dim))

@@ -114,8 +114,8 @@ class Task(ABC):
     def terminated(self, next_state: Array) -> Array:
         """Whether each next state ends the episode, shape B (bool). Default: never."""
         if isinstance(next_state, torch.Tensor):
-            return torch.zeros(next_state.shape[0], dtype=torch.bool, device=next_state.device)
-        return np.zeros(next_state.shape[0], dtype=bool)
+            return torch.zeros(next_state.shape[:-1], dtype=torch.bool, device=next_state.device)
+        return np.zeros(next_state.shape[:-1], dtype=bool)
 
     def state_difference(self, a: Array, b: Array) -> Array:
         """``a - b`` for batches of states, with angle dimensions wrapped to [-pi, pi)."""
