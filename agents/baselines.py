@@ -31,15 +31,8 @@ class _Controller:
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, None]:
-        obs = np.asarray(observation, dtype=np.float64)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if batch.ndim != 2 or batch.shape[1] != self.task.obs_dim:
-            raise ValueError(
-                f"observation must have shape ({self.task.obs_dim},) or (B, {self.task.obs_dim}), "
-                f"got {obs.shape}"
-            )
-        actions = self.task.clip_action(self._act(batch)).astype(np.float32)
+        batch, single = self.task.observation_batch(observation)
+        actions = self.task.clip_action(self._act(batch.astype(np.float64))).astype(np.float32)
         return (actions[0] if single else actions), None
 
     def _act(self, obs: np.ndarray) -> np.ndarray:

@@ -106,14 +106,7 @@ class MPCAgent:
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, None]:
-        obs = np.asarray(observation, dtype=np.float32)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if batch.ndim != 2 or batch.shape[1] != self.task.obs_dim:
-            raise ValueError(
-                f"observation must have shape ({self.task.obs_dim},) or (B, {self.task.obs_dim})"
-                f", got {obs.shape}"
-            )
+        batch, single = self.task.observation_batch(observation)
         if episode_start is not None and np.any(episode_start):
             self.reset()
         x0 = self.task.obs_to_state(torch.as_tensor(batch, device=self.device))

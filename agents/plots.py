@@ -17,6 +17,15 @@ from hybridgym.envs import DataCenterTask, LotkaVolterraTask, Task
 MAX_PANELS = 6
 
 
+def _save(fig: plt.Figure, path: str | pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _state_panels(task: Task) -> list[tuple[str, list[int]]]:
     """(title, state indices) of each panel; zones of a data center share a panel."""
     if isinstance(task, DataCenterTask):
@@ -59,12 +68,7 @@ def plot_episodes(
     axes[-1, 0].set_xlabel(f"time [{task.time_unit}]")
     axes[0, 0].legend(loc="best", fontsize=8)
     fig.suptitle(title or task.real_env_id)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_phase_portrait(
@@ -84,12 +88,7 @@ def plot_phase_portrait(
     ax.set_ylabel("predators")
     ax.set_title("Lotka-Volterra phase portrait")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_prediction(
@@ -131,9 +130,4 @@ def plot_prediction(
     axes[-1, 0].set_xlabel(f"time [{time_unit}]")
     axes[0, 0].legend(fontsize=8, loc="best")
     fig.suptitle(title)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

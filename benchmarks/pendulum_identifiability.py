@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from hybridgym.envs import get_task
+from hybridgym.envs.systems.pendulum import IDENTIFIABILITY_FIT
 from hybridgym.models import FitConfig, HybridODE, MLPResidual, TrajectoryDataset, fit
 from hybridgym.models import prediction_errors as k_step
 
@@ -26,16 +27,7 @@ from common import write
 
 torch.set_num_threads(1)
 TASK = get_task("pendulum")
-RECIPE = FitConfig(
-    horizon=10,
-    iterations=2_000,
-    learning_rate=3e-3,
-    curriculum=0.3,
-    residual_penalty=0.1,
-    lbfgs_iterations=100,
-    batch_size=None,
-    progress=False,
-)
+RECIPE = IDENTIFIABILITY_FIT
 VARIANTS = {
     "penalty + curriculum": RECIPE,
     "no penalty": dataclasses.replace(RECIPE, residual_penalty=0.0),

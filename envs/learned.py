@@ -326,15 +326,12 @@ class LearnedEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        options = dict(options or {})
-        start = options.pop("state", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; the only option is 'state'")
+        start = self.task.start_state_option(options)
         self.core.rngs[0] = self.np_random
         if start is None:
             self.core.reset_envs([0])
         else:
-            self.core.set_states([0], np.asarray(start, dtype=np.float64)[None])
+            self.core.set_states([0], start[None])
         return self.core.observe()[0].cpu().numpy(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

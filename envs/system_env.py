@@ -43,20 +43,11 @@ class SystemEnv(gym.Env[np.ndarray, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        options = dict(options or {})
-        start = options.pop("state", None)
-        if options:
-            raise ValueError(f"unknown reset options {sorted(options)}; the only option is 'state'")
+        start = self.task.start_state_option(options)
         if start is None:
             self._state = self.task.sample_initial_states(1, self.np_random)[0]
         else:
-            start = np.asarray(start, dtype=np.float64)
-            if start.shape != (self.task.state_dim,) or not np.all(np.isfinite(start)):
-                raise ValueError(
-                    f"options['state'] must be a finite array of shape ({self.task.state_dim},) "
-                    f"with {self.task.state_names}, got {start!r}"
-                )
-            self._state = start.copy()
+            self._state = start
         self._needs_reset = False
         return self._observe(self._state[None])[0], {}
 

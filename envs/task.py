@@ -217,6 +217,36 @@ class Task(ABC):
             _TrueField(self), None, self.dt, method=self.integrator, substeps=self.substeps
         )
 
+    def start_state_option(self, options: dict[str, Any] | None) -> np.ndarray | None:
+        """The physical start state asked for by ``reset(options={"state": s})``, checked
+        (float64, shape n), or None; any other option is an error."""
+        options = dict(options or {})
+        start = options.pop("state", None)
+        if options:
+            raise ValueError(f"unknown reset options {sorted(options)}; the only option is 'state'")
+        if start is None:
+            return None
+        start = np.asarray(start, dtype=np.float64)
+        if start.shape != (self.state_dim,) or not np.all(np.isfinite(start)):
+            raise ValueError(
+                f"options['state'] must be a finite array of shape ({self.state_dim},) "
+                f"with {self.state_names}, got {start!r}"
+            )
+        return start.copy()
+
+    def observation_batch(self, observation: Any) -> tuple[np.ndarray, bool]:
+        """One observation (obs_dim,) or a batch (B x obs_dim) as a float32 batch, and whether
+        it was a single one (for ``predict`` methods)."""
+        obs = np.asarray(observation, dtype=np.float32)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        if batch.ndim != 2 or batch.shape[1] != self.obs_dim:
+            raise ValueError(
+                f"observation must have shape ({self.obs_dim},) or (B, {self.obs_dim}), "
+                f"got {obs.shape}"
+            )
+        return batch, single
+
     def clip_action(self, action: Array) -> Array:
         """Clip a batch of actions (B x m) to the action space."""
         if isinstance(action, torch.Tensor):

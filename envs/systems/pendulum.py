@@ -17,7 +17,7 @@ import torch
 from gymnasium import spaces
 
 from hybridgym.envs.task import Task, register_task
-from hybridgym.models import PhysicsPrior
+from hybridgym.models import FitConfig, PhysicsPrior
 from hybridgym.models.arrays import Array, array_namespace, uniform, wrap_angle
 
 # Gymnasium's constants (gymnasium/envs/classic_control/pendulum.py).
@@ -36,6 +36,20 @@ def pendulum_vector_field(x: Array, u: Array, a: Array | float, b: Array | float
     """Textbook pendulum, x = (theta, thetadot), theta'' = a sin(theta) + b u; B x 2."""
     xp = array_namespace(x)
     return xp.stack([x[..., 1], a * xp.sin(x[..., 0]) + b * u[..., 0]], -1)
+
+
+#: the fit that identifies a and b from one random 200-step episode (residual on both state
+#: derivatives, 32x32 tanh, angle as sin/cos): benchmarks/pendulum_identifiability.py
+IDENTIFIABILITY_FIT = FitConfig(
+    horizon=10,
+    iterations=2_000,
+    learning_rate=3e-3,
+    curriculum=0.3,
+    residual_penalty=0.1,
+    lbfgs_iterations=100,
+    batch_size=None,
+    progress=False,
+)
 
 
 class PendulumPrior(PhysicsPrior):

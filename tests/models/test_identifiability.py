@@ -14,19 +14,11 @@ import pytest
 import torch
 
 from hybridgym.envs import get_task
-from hybridgym.models import FitConfig, HybridODE, MLPResidual, TrajectoryDataset, fit
+from hybridgym.envs.systems.pendulum import IDENTIFIABILITY_FIT
+from hybridgym.models import HybridODE, MLPResidual, TrajectoryDataset, fit
 from hybridgym.models import prediction_errors as k_step
 
-RECIPE = FitConfig(
-    horizon=10,
-    iterations=2_000,
-    learning_rate=3e-3,
-    curriculum=0.3,
-    residual_penalty=0.1,
-    lbfgs_iterations=100,
-    batch_size=None,
-    progress=False,
-)
+RECIPE = IDENTIFIABILITY_FIT
 
 
 @pytest.mark.slow
