@@ -147,7 +147,7 @@ class LearnedCore:
         self.action_high = torch.as_tensor(actions.high, device=self.device, dtype=dtype)
         self.needs_reset = np.ones(num_envs, dtype=bool)
 
-    def _start_pool(self, dataset: Any) -> torch.Tensor:
+    def _start_pool(self, dataset: Any) -> np.ndarray:
         if dataset is None:
             raise ValueError('start="dataset" needs dataset= (a TrajectoryDataset of the task)')
         states = np.asarray(dataset.states(), dtype=np.float64)
@@ -156,7 +156,7 @@ class LearnedCore:
                 f"dataset states must be N x {self.task.state_dim} ({self.task.state_names}), "
                 f"got shape {states.shape}"
             )
-        return torch.as_tensor(states, device=self.device, dtype=self.dtype)
+        return states  # numpy: drawn on the reset path, which builds numpy start states
 
     def seed(self, index: int, seed: int | None) -> None:
         """Reseed environment ``index``'s generator (None: fresh entropy)."""
@@ -179,7 +179,7 @@ class LearnedCore:
             if self.start_pool is None:
                 starts[k] = self.task.sample_initial_states(1, rng)[0]
             else:
-                starts[k] = self.start_pool[int(rng.integers(len(self.start_pool)))].cpu().numpy()
+                starts[k] = self.start_pool[rng.integers(len(self.start_pool))]
             if self.num_members > 1 and self.ensemble_mode == "random":
                 members[k] = rng.integers(self.num_members)
         idx = torch.as_tensor(indices, device=self.device)

@@ -196,7 +196,7 @@ class _Windows:
     ) -> None:
         if not episodes:
             raise ValueError("fit needs at least one episode of data")
-        states, actions, starts, remaining, ends = [], [], [], [], []
+        states, actions, starts, remaining, ends, firsts = [], [], [], [], [], []
         offset = 0
         for ep in episodes:
             x = torch.tensor(np.asarray(ep.states), dtype=dtype)  # copies (episodes are read-only)
@@ -206,6 +206,7 @@ class _Windows:
             actions.append(torch.cat([u, u[-1:]]))  # pad: same indexing as the states
             local = torch.arange(steps)
             starts.append(offset + local)
+            firsts.append(local == 0)
             remaining.append(steps - local)
             ends.append(torch.full((steps,), offset + steps))
             offset += steps + 1
@@ -216,13 +217,16 @@ class _Windows:
         self.end = torch.cat(ends).to(device)
         self.angle_dims = list(angle_dims)
         self.num_steps = len(self.start)
+        self.first = torch.cat(firsts).to(device)  # the first step of each episode
+        self._valid: dict[int, torch.Tensor] = {}
 
     def valid(self, h: int) -> torch.Tensor:
         """Indices (into start) of windows for horizon h: every start with h steps left, and
         the first step of episodes shorter than h (their window is the whole episode)."""
-        first = torch.ones_like(self.start, dtype=torch.bool)
-        first[1:] = self.start[1:] != self.start[:-1] + 1
-        return torch.nonzero((self.remaining >= h) | (first & (self.remaining < h))).squeeze(1)
+        if h not in self._valid:  # asked every iteration: computed once per horizon
+            short_episode = self.first & (self.remaining < h)
+            self._valid[h] = torch.nonzero((self.remaining >= h) | short_episode).squeeze(1)
+        return self._valid[h]
 
     def gather(self, which: torch.Tensor, h: int) -> tuple[torch.Tensor, ...]:
         """x0 (W x n), actions (W x h x m), targets (W x h x n), mask (W x h)."""
