@@ -1,17 +1,18 @@
 """Identifiability of physical constants on Pendulum-v1 from ONE random episode.
 
-Prior theta'' = a sin(theta) + b u with a, b started 50% low (truth: a = 15, b = 3); an MLP
-residual on both state derivatives. Three variants over 3 seeds: the full recipe (residual-size
-penalty + horizon curriculum), without the penalty, without the curriculum. Reports the
-recovered constants and k-step angle errors on the training episode and on three held-out
-random episodes, plus how far each held-out episode strays from the training data.
+Prior theta'' = a sin(theta) + b u (with the speed limit of 8 rad/s), a and b started 50% low
+(truth: a = 15, b = 3); a ReLU MLP residual on both state derivatives, explicit Euler steps
+(``identifiability_model``). Variants over 3 seeds: the full recipe (residual-size penalty +
+horizon curriculum), without the penalty, without the curriculum, and the earlier model (rk4,
+tanh residual) with the full recipe. Reports the recovered constants and
+k-step angle errors on the training episode and on three held-out random episodes, plus how far
+each held-out episode strays from the training data.
 Writes benchmarks/results/pendulum_identifiability.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import sys
 import time
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from hybridgym.envs import get_task
-from hybridgym.envs.systems.pendulum import IDENTIFIABILITY_FIT
+from hybridgym.envs.systems.pendulum import IDENTIFIABILITY_FIT, identifiability_model
 from hybridgym.models import FitConfig, HybridODE, MLPResidual, TrajectoryDataset, fit
 from hybridgym.models import prediction_errors as k_step
 
@@ -32,6 +33,7 @@ VARIANTS = {
     "penalty + curriculum": RECIPE,
     "no penalty": dataclasses.replace(RECIPE, residual_penalty=0.0),
     "no curriculum": dataclasses.replace(RECIPE, curriculum=0.0),
+    "rk4 + tanh": RECIPE,
 }
 
 
@@ -54,8 +56,11 @@ def coverage_gap(train: TrajectoryDataset, test: TrajectoryDataset) -> float:
 def run(name: str, config: FitConfig, seed: int) -> dict[str, object]:
     torch.manual_seed(seed)
     train = episode(seed)
-    residual = MLPResidual(2, 1, hidden=(32, 32), angle_dims=(0,))
-    model = HybridODE(TASK.make_prior(), residual, dt=TASK.dt)
+    if name == "rk4 + tanh":
+        residual = MLPResidual(2, 1, hidden=(32, 32), angle_dims=(0,))
+        model = HybridODE(TASK.make_prior(), residual, dt=TASK.dt)
+    else:
+        model = identifiability_model()
     start = time.perf_counter()
     report = fit(model, train, dataclasses.replace(config, seed=seed))
     seconds = time.perf_counter() - start
@@ -103,10 +108,13 @@ def main() -> None:
         sel = [r for r in rows if r["variant"] == name]
         a_err = max(abs(r["a"] / 15 - 1) for r in sel)
         b_err = max(abs(r["b"] / 3 - 1) for r in sel)
-        med = statistics.median(h["rmse_1"] for r in sel for h in r["held_out"])
+        first = [r["held_out"][0] for r in sel]  # the episode the test checks (1000 + seed)
+        worst1 = max(h["rmse_1"] for h in first)
+        worst10 = max(h["rmse_10"] for h in first)
         print(
             f"{name}: max |a error| {a_err:.1%} (target 2%), max |b error| {b_err:.1%} "
-            f"(target 7%), median held-out 1-step RMSE {med:.4f} rad (target 0.002)"
+            f"(target 7%); held-out episode 1000+seed, worst of 3 seeds: 1-step "
+            f"{worst1:.4f} rad (target 0.002), 10-step {worst10:.4f} rad (target 0.02)"
         )
     print("wrote", write("pendulum_identifiability", {"rows": rows}))
 

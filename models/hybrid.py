@@ -178,7 +178,16 @@ class HybridODE(nn.Module):
         return self.prior(x, u) + self.residual_field(x, u)
 
     def step(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """States one control interval later, u held: B x n for x: B x n, u: B x m."""
+        """States one control interval later, u held: B x n for x: B x n, u: B x m.
+
+        Hard state limits the prior declares (``PhysicsPrior.limit_state``) are enforced on the
+        result.
+        """
+        limit = getattr(self.prior, "apply_state_limits", None)
+        out = self._integrate(x, u)
+        return out if limit is None else limit(out)
+
+    def _integrate(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         if self.method in FIXED_STEP_METHODS and self.sensitivity == "direct":
             return fixed_step(
                 self.vector_field, x, u, self.dt, method=self.method, substeps=self.substeps

@@ -80,7 +80,9 @@ class PhysicsPrior(nn.Module):
     positivity and bounds hold without clamping).
 
     Any ``nn.Module`` with the same ``forward`` signature can serve as a prior; this class adds
-    the named constants and :meth:`physical_parameters`.
+    the named constants, :meth:`physical_parameters` and known hard limits on state variables
+    (:meth:`limit_state`, e.g. a speed limiter), which :class:`HybridODE` enforces at the end of
+    every control interval.
 
     Args:
         state_dim: n, the number of state variables.
@@ -99,6 +101,8 @@ class PhysicsPrior(nn.Module):
         #: how to rebuild this prior when a checkpoint is loaded (see ``register_prior_builder``);
         #: ``Task.make_prior`` fills it, user priors are passed to ``HybridODE.load(prior=...)``
         self.rebuild_spec: dict[str, Any] | None = None
+        self._state_limits: dict[int, tuple[float, float]] = {}
+        self._limit_cache: dict[tuple[torch.dtype, torch.device], tuple[Any, Any]] = {}
 
     def add_constant(
         self,
@@ -119,6 +123,40 @@ class PhysicsPrior(nn.Module):
         else:
             self.register_buffer(f"fixed_{name}", raw)
         self._specs[name] = spec
+
+    def limit_state(self, dim: int, low: float = -math.inf, high: float = math.inf) -> None:
+        """Declare that state variable ``dim`` never leaves [low, high] (known physics such as a
+        speed limiter or an end stop); the model clamps it at the end of each control interval.
+        """
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 0 <= dim < self.state_dim:
+            raise ValueError(f"dim must be a state index in [0, {self.state_dim}), got {dim!r}")
+        low, high = float(low), float(high)
+        if math.isnan(low) or math.isnan(high) or not low < high:
+            raise ValueError(f"state limits need low < high, got [{low}, {high}] for dim {dim}")
+        self._state_limits[dim] = (low, high)
+        self._limit_cache.clear()
+
+    @property
+    def state_limits(self) -> dict[int, tuple[float, float]]:
+        """Declared hard limits, state index -> (low, high)."""
+        return dict(self._state_limits)
+
+    def apply_state_limits(self, x: torch.Tensor) -> torch.Tensor:
+        """Clamp a batch of states (B x n) into the declared limits (x itself when none)."""
+        if not self._state_limits:
+            return x
+        key = (x.dtype, x.device)
+        if key not in self._limit_cache:
+            # plain tensors even when first called under inference_mode, so that autograd
+            # may use them later
+            with torch.inference_mode(False), torch.no_grad():
+                low = torch.full((self.state_dim,), -math.inf, dtype=x.dtype, device=x.device)
+                high = torch.full((self.state_dim,), math.inf, dtype=x.dtype, device=x.device)
+                for dim, (lo, hi) in self._state_limits.items():
+                    low[dim], high[dim] = lo, hi
+            self._limit_cache[key] = (low, high)
+        low, high = self._limit_cache[key]
+        return torch.clamp(x, low, high)
 
     def constant(self, name: str) -> torch.Tensor:
         """The current value of one constant, a 0-d tensor."""
@@ -159,4 +197,7 @@ class PhysicsPrior(nn.Module):
 
     def extra_repr(self) -> str:
         params = ", ".join(f"{k}={v:.4g}" for k, v in self.physical_parameters().items())
-        return f"state_dim={self.state_dim}, action_dim={self.action_dim}, {params}"
+        limits = "".join(
+            f", x{d} in [{lo:g}, {hi:g}]" for d, (lo, hi) in self._state_limits.items()
+        )
+        return f"state_dim={self.state_dim}, action_dim={self.action_dim}, {params}{limits}"

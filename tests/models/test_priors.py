@@ -136,3 +136,51 @@ def test_pendulum_prior_is_the_textbook_ode():
     u = torch.tensor([[0.5]])
     expected = torch.tensor([[-1.0, 15.0 * math.sin(0.3) + 1.5]])
     torch.testing.assert_close(prior(x, u), expected)
+
+
+def test_state_limits_clamp_each_step_and_keep_gradients_inside():
+    from hybridgym.models import HybridODE
+
+    class Drift(PhysicsPrior):
+        def __init__(self):
+            super().__init__(state_dim=2, action_dim=1)
+            self.add_constant("k", 1.0)
+            self.limit_state(1, -2.0, 3.0)
+
+        def forward(self, x, u):
+            return torch.stack([x[:, 1], self.constant("k") * u[:, 0]], -1)
+
+    model = HybridODE(Drift(), None, dt=1.0, method="euler")
+    x = torch.zeros(3, 2)
+    u = torch.tensor([[10.0], [-10.0], [1.0]])
+    with torch.inference_mode():  # the cached bounds must not be inference tensors
+        model.step(x, u)
+    out = model.step(x, u)
+    assert out[:, 1].tolist() == [3.0, -2.0, 1.0]
+    out[:, 1].sum().backward()
+    k = model.prior.raw["k"]
+    assert k.grad.item() == pytest.approx(1.0)  # only the unclamped state carries gradient
+    assert model.prior.state_limits == {1: (-2.0, 3.0)}
+    assert "x1 in [-2, 3]" in repr(model.prior)
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [((2, -1.0, 1.0), "state index"), ((0, 1.0, 1.0), "low < high"), ((0, math.nan, 1.0), "low")],
+)
+def test_bad_state_limits_are_refused(args, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        Decay().limit_state(*args)
+    with pytest.raises(ValueError, match="state index"):
+        Decay().limit_state(True, 0.0, 1.0)
+
+
+def test_pendulum_prior_knows_the_speed_limit_and_keeps_it_through_a_checkpoint(tmp_path):
+    from hybridgym.models import HybridODE
+
+    task = get_task("pendulum")
+    model = HybridODE(task.make_prior(perturbation=0.0), None, dt=task.dt)
+    x = torch.tensor([[math.pi, 7.9]])
+    assert model.step(x, torch.tensor([[2.0]]))[0, 1].item() == 8.0
+    loaded = HybridODE.load(model.save(tmp_path / "m.pt"))
+    assert loaded.prior.state_limits == {1: (-8.0, 8.0)}
