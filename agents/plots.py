@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Mapping
 
@@ -18,11 +19,17 @@ MAX_PANELS = 6
 
 
 def _save(fig: plt.Figure, path: str | pathlib.Path) -> pathlib.Path:
+    """Write the figure to a temporary name beside ``path`` and rename it into place."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -131,3 +138,41 @@ def plot_prediction(
     axes[0, 0].legend(fontsize=8, loc="best")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_loop_metrics(
+    rows: list[Mapping[str, float]],
+    directory: str | pathlib.Path,
+    task: Task,
+    baselines: Mapping[str, list[tuple[float, float]]] | None = None,
+) -> list[pathlib.Path]:
+    """The model-based loop's curves: evaluation return against real steps (with the task's
+    solved threshold and optional other curves, label -> [(real steps, return)]) and the
+    model's prediction error on new data against real steps. Writes two PNGs."""
+    directory = pathlib.Path(directory)
+    steps = np.array([row["real_steps"] for row in rows], dtype=float)
+    mean = np.array([row["eval_return_mean"] for row in rows], dtype=float)
+    std = np.array([row["eval_return_std"] for row in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, mean, "o-", label="model-based loop")
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    for label, curve in (baselines or {}).items():
+        if curve:
+            xs, ys = zip(*curve, strict=True)
+            ax.plot(xs, ys, ".-", label=label)
+    if task.return_threshold is not None:
+        ax.axhline(task.return_threshold, color="k", ls="--", lw=1, label="solved")
+    ax.set_xlabel("real steps")
+    ax.set_ylabel("evaluation return (real system)")
+    ax.set_title(f"{task.name}: return vs real interaction")
+    if baselines:
+        ax.set_xscale("log")
+    ax.legend()
+    paths = [_save(fig, directory / "return_vs_real_steps.png")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, [row["model_error"] for row in rows], "o-")
+    ax.set_xlabel("real steps")
+    ax.set_ylabel("k-step prediction error on new data (per state spread)")
+    ax.set_title(f"{task.name}: model error before each refit")
+    paths.append(_save(fig, directory / "model_error.png"))
+    return paths

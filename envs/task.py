@@ -262,10 +262,12 @@ class Task(ABC):
         key = (dtype, device)
         if key not in cache:
             space = self.action_space
-            cache[key] = (
-                torch.as_tensor(space.low, dtype=dtype, device=device),
-                torch.as_tensor(space.high, dtype=dtype, device=device),
-            )
+            # plain tensors even under inference_mode, so that autograd may use them later
+            with torch.inference_mode(False), torch.no_grad():
+                cache[key] = (
+                    torch.as_tensor(space.low, dtype=dtype, device=device).clone(),
+                    torch.as_tensor(space.high, dtype=dtype, device=device).clone(),
+                )
         return cache[key]
 
     def __repr__(self) -> str:

@@ -1,8 +1,7 @@
-"""``hybridgym demo``: the UDE seed example (fit a hybrid model, read the learned equations)
-and every real system under random actions and its hand-made controller, with a summary table,
+"""``hybridgym demo`` (behind ``make demo``): the model-based loop on Pendulum-v1 against
+model-free SAC, the UDE seed example (fit a hybrid model, read the learned equations) and every
+real system under random actions and its hand-made controller, with summary tables,
 ``summary.json`` and plots.
-
-(Until the model-based loop lands, this is the end-to-end job behind ``make demo``.)
 """
 
 from __future__ import annotations
@@ -18,9 +17,23 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from hybridgym.agents import RandomController, evaluate, hand_made_baseline, rollout
+from hybridgym.agents import (
+    LoopConfig,
+    ModelBasedLoop,
+    RandomController,
+    evaluate,
+    hand_made_baseline,
+    learning_curve,
+    make_agent,
+    rollout,
+)
 from hybridgym.agents.baselines import ConstantController
-from hybridgym.agents.plots import plot_episodes, plot_phase_portrait, plot_prediction
+from hybridgym.agents.plots import (
+    plot_episodes,
+    plot_loop_metrics,
+    plot_phase_portrait,
+    plot_prediction,
+)
 from hybridgym.envs import LotkaVolterraTask, get_task, task_names
 from hybridgym.envs.systems.lotka_volterra import (
     SEED_EXAMPLE_FIT,
@@ -35,8 +48,78 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per controller")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    parser.add_argument(
+        "--sac-steps",
+        type=int,
+        default=5000,
+        help="real steps of the model-free SAC comparison (0 skips it; default 5000)",
+    )
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="loop iterations (default: the task's, 2)"
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=10,
+        help="real evaluation episodes per loop iteration (default 10)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
+
+
+def _model_based_loop(args: argparse.Namespace, out: pathlib.Path, console: Console) -> dict:
+    """The loop on Pendulum-v1 (resumed if ``out/loop`` holds it), then SAC on the real env."""
+    task = get_task("pendulum")
+    overrides = {"seed": args.seed, "eval_episodes": args.eval_episodes}
+    if args.iterations is not None:
+        overrides["iterations"] = args.iterations
+    config = LoopConfig.for_task(task, **overrides)
+    seed, sac_steps = args.seed, args.sac_steps
+    console.print(
+        f"[bold]Model-based loop on Pendulum-v1[/bold] ({config.agent} agent, "
+        f"{config.initial_steps} random real steps, then {config.steps_per_iteration} per "
+        f"iteration; run directory {out / 'loop'})"
+    )
+    loop = ModelBasedLoop(task, config, out / "loop", log=lambda line: console.print(f"  {line}"))
+    history = loop.run()
+    result = {"loop": history, "config": config.to_dict()}
+    baselines = {}
+    if sac_steps > 0:
+        console.print(f"[bold]Model-free SAC[/bold] on the real Pendulum-v1, {sac_steps} steps")
+        every = max(1, sac_steps // 10)
+        curve = learning_curve(
+            make_agent("sac", "Pendulum-v1", seed=seed),
+            task,
+            sac_steps,
+            every,
+            seed=config.eval_seed,
+            episodes=config.eval_episodes,
+            target=task.return_threshold,
+        )
+        baselines["model-free SAC"] = curve.points
+        result["sac"] = {
+            "curve": curve.points,
+            "steps_to_target": curve.steps_to_target,
+            "seconds_to_target": curve.seconds_to_target,
+        }
+    result["plots"] = [
+        str(p) for p in plot_loop_metrics(history, out / "loop" / "plots", task, baselines)
+    ]
+    table = Table(title="Pendulum-v1: return on the real system (10 episodes) vs real steps")
+    for column in ("controller", "real steps", "return", "wall s (no evaluation)"):
+        table.add_column(column, justify="right")
+    for row in history:
+        table.add_row(
+            f"loop ({config.agent}) it. {row['iteration']}",
+            str(row["real_steps"]),
+            f"{row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}",
+            f"{row['wall_seconds']:.1f}",
+        )
+    if "sac" in result:
+        for steps, mean in result["sac"]["curve"]:
+            table.add_row("model-free SAC", str(steps), f"{mean:.1f}", "")
+    console.print(table)
+    return result
 
 
 def _missing_physics(out: pathlib.Path, seed: int) -> dict:
@@ -79,12 +162,16 @@ def _missing_physics(out: pathlib.Path, seed: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.sac_steps < 0:
+        raise ValueError(f"--sac-steps must be >= 0, got {args.sac_steps}")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(quiet=False)
     results, plots = {}, []
     start = time.perf_counter()
     names = task_names()
+    loop = _model_based_loop(args, out, console)
+    plots += [pathlib.Path(p) for p in loop["plots"]]
     with Progress(console=console, disable=args.quiet, transient=True) as progress:
         job = progress.add_task("systems", total=len(names))
         for name in names:
@@ -125,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(name, label, f"{stats['mean']:.2f} +- {stats['std']:.2f}")
     console.print(table)
     summary = {
+        "model_based_loop": loop,
         "returns": results,
         "missing_physics": missing,
         "seconds": time.perf_counter() - start,

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Sequence
 
 from hybridgym.models import __version__
-from hybridgym.scripts import demo, systems
+from hybridgym.scripts import demo, loop, systems
 
-SUBCOMMANDS = (systems, demo)
+SUBCOMMANDS = (systems, demo, loop)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -253,3 +253,14 @@ def test_datacenter_load_noise_is_stationary_at_the_stated_level():
     state = env0.state
     np.testing.assert_allclose(state[2:4], NOMINAL_LOAD * load_profile(state[-1]), rtol=1e-6)
     assert task.num_zones == 8
+
+
+def test_cached_action_bounds_made_under_inference_mode_work_with_autograd():
+    task = get_task("pendulum")
+    fresh = type(task)()
+    with torch.inference_mode():
+        fresh.clip_action(torch.zeros(2, 1))  # fills the cache
+    action = torch.full((2, 1), 3.0, requires_grad=True)
+    clipped = fresh.clip_action(action * 0.5)
+    clipped.sum().backward()
+    assert clipped.tolist() == [[1.5], [1.5]] and action.grad.tolist() == [[0.5], [0.5]]

@@ -37,9 +37,30 @@ def test_systems_lists_every_task():
 
 @pytest.mark.slow
 def test_demo_writes_summary_and_plots(tmp_path):
-    out = _run("demo", "--out", str(tmp_path / "demo"), "--episodes", "1", "--quiet")
+    out = _run(
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--episodes",
+        "1",
+        "--iterations",
+        "1",
+        "--eval-episodes",
+        "2",
+        "--sac-steps",
+        "200",
+        "--quiet",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    # the main job: the model-based loop on Pendulum-v1, with SAC's curve beside it
+    loop = summary["model_based_loop"]
+    assert [row["real_steps"] for row in loop["loop"]] == [50]
+    assert loop["loop"][0]["eval_return_mean"] > -400  # random actions score about -1200
+    assert [steps for steps, _ in loop["sac"]["curve"]] == [20 * k for k in range(1, 11)]
+    assert (tmp_path / "demo" / "loop" / "state.json").is_file()
+    assert (tmp_path / "demo" / "loop" / "plots" / "return_vs_real_steps.png").is_file()
+    assert "loop (mpc) it. 1" in out.stdout
     returns = summary["returns"]
     assert set(returns) == {"pendulum", "lotka_volterra", "datacenter", "cartpole_swingup"}
     # the hand-made controllers beat doing nothing, and the table shows the numbers
@@ -73,6 +94,9 @@ def test_demo_writes_summary_and_plots(tmp_path):
     [
         (("demo", "--episodes", "0"), "--episodes must be >= 1"),
         (("demo", "--episodes", "many"), "invalid int value"),
+        (("demo", "--sac-steps", "-1"), "--sac-steps must be >= 0"),
+        (("loop", "pendulum", "--run-dir", "r", "--set", "nonsense"), "KEY=VALUE"),
+        (("loop", "pendulum", "--run-dir", "r", "--agent", "mcp"), "did you mean 'mpc'"),
         (("nonsense",), "invalid choice"),
     ],
 )

@@ -1,0 +1,718 @@
+"""The model-based loop: act in the real system, store the data, refit the model, retrain the
+controller, repeat; with a run directory that survives a crash at any moment.
+
+Run directory (``docs/loop.md``)::
+
+    RUN/config.json        the task and LoopConfig (a resumed run must match it)
+        data/              the real transitions, one episode file each (append-only store)
+        models/            model_NNN.pt after the fit of iteration NNN
+        agents/            agent_NNN.pt / .zip after the training of iteration NNN
+        metrics.csv        one row per iteration
+        tensorboard/       the same scalars as TensorBoard events (when tensorboard is installed)
+        plots/             return vs real steps, model error
+        state.json         written last: iterations completed
+        lock               pid of the process running the loop
+
+Every file is written to a temporary name and renamed into place, ``state.json`` last. A run
+killed at any moment loses at most the iteration in flight, never a recorded episode; running
+the same loop on the same directory resumes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import difflib
+import io
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from hybridgym.agents.differentiable import DifferentiablePolicyAgent, PolicyTrainingConfig
+from hybridgym.agents.evaluation import evaluate
+from hybridgym.agents.mpc import MPCAgent
+from hybridgym.envs import LearnedVecEnv, Task, get_task
+from hybridgym.models import (
+    Ensemble,
+    FitConfig,
+    HybridODE,
+    MLPResidual,
+    TrajectoryDataset,
+    fit,
+    prediction_errors,
+)
+
+AGENTS = ("differentiable", "mpc", "sac", "td3", "ppo")
+METRIC_COLUMNS = (
+    "iteration",
+    "real_steps",
+    "real_episodes",
+    "eval_return_mean",
+    "eval_return_std",
+    "model_error",
+    "fit_loss",
+    "fit_seconds",
+    "agent_seconds",
+    "collect_seconds",
+    "eval_seconds",
+    "wall_seconds",
+)
+#: columns that differ between identical runs (everything else is reproducible on CPU)
+TIMING_COLUMNS = ("fit_seconds", "agent_seconds", "collect_seconds", "eval_seconds", "wall_seconds")
+STATE_VERSION = 1
+#: LoopConfig fields a resumed run may change (more iterations extend a finished run)
+RESUMABLE_CHANGES = ("iterations", "progress", "stop_return")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the model-based loop does. ``LoopConfig.for_task(name, **overrides)`` starts from
+    the task's row of :data:`LOOP_DEFAULTS`.
+
+    Attributes:
+        iterations: fit/train/evaluate rounds; after each one but the last, the agent
+            collects ``steps_per_iteration`` more real steps.
+        initial_steps: uniformly random real steps before the first fit.
+        steps_per_iteration: real steps the agent collects (with exploration) per round.
+        episode_steps: cap on the length of a collected episode (None: the task's episode);
+            short learning episodes from fresh start states spread the data.
+        agent: ``differentiable`` (policy trained through the model), ``mpc`` (planner, no
+            training), or ``sac`` / ``td3`` / ``ppo`` (SB3 in a LearnedVecEnv).
+        agent_kwargs: PolicyTrainingConfig fields, MPCAgent arguments, or SB3 overrides.
+        agent_updates: per round: policy updates (differentiable) or model steps (SB3).
+        first_agent_updates: the same for the first round (None: ``agent_updates``).
+        learned_envs: SB3 agents: parallel learned envs.
+        start_fraction: share of model rollouts restarted from recorded real states.
+        hidden, activation, method, substeps: the residual network and the integrator.
+        ensemble: models in an ensemble (1: a single HybridODE).
+        prior_perturbation: how far the prior's constants start from the truth (None: the
+            task's documented default); ``prior=False`` drops the prior (a plain neural ODE).
+        prior: use the task's physics prior.
+        residual: use a residual network (False: physics only, constants fitted).
+        fit: FitConfig fields for every refit (warm started).
+        stop_return: finish early once the evaluation's mean return reaches this.
+        eval_episodes, eval_seed: the deterministic evaluation on the real system; the same
+            seeds every round, apart from the seeds used to collect data.
+        error_horizon: k of the model-error column (k-step prediction error on the newest real
+            data, measured before the model is refitted on it).
+        seed: seeds everything else.
+        device: where the model and the agent live.
+        progress: progress bars for fits and training.
+    """
+
+    iterations: int = 3
+    initial_steps: int = 200
+    steps_per_iteration: int = 200
+    episode_steps: int | None = None
+    agent: str = "differentiable"
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)
+    agent_updates: int = 300
+    first_agent_updates: int | None = None
+    learned_envs: int = 16
+    start_fraction: float = 0.5
+    hidden: tuple[int, ...] = (32, 32)
+    activation: str = "relu"
+    method: str = "rk4"
+    substeps: int = 1
+    ensemble: int = 1
+    prior_perturbation: float | None = None
+    prior: bool = True
+    residual: bool = True
+    fit: dict[str, Any] = field(default_factory=dict)
+    stop_return: float | None = None
+    eval_episodes: int = 10
+    eval_seed: int = 1_000_000
+    error_horizon: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        positive = ("iterations", "steps_per_iteration", "agent_updates", "learned_envs")
+        for name in (*positive, "eval_episodes", "error_horizon", "substeps", "ensemble"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("initial_steps", self.initial_steps, 1)
+        _check_int("seed", self.seed, 0)
+        _check_int("eval_seed", self.eval_seed, 0)
+        for name in ("episode_steps", "first_agent_updates"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        if self.agent not in AGENTS:
+            hint = difflib.get_close_matches(str(self.agent), AGENTS, n=1)
+            tip = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise ValueError(f"agent must be one of {AGENTS}, got {self.agent!r}{tip}")
+        if not 0 <= self.start_fraction <= 1:
+            raise ValueError(f"start_fraction must be in [0, 1], got {self.start_fraction!r}")
+        if not (self.prior or self.residual):
+            raise ValueError("a model needs the prior, the residual or both (prior/residual)")
+        for name in ("agent_kwargs", "fit"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict, got {getattr(self, name)!r}")
+        known = {f.name for f in dataclasses.fields(FitConfig)}
+        unknown = sorted(set(self.fit) - known)
+        if unknown:
+            raise ValueError(f"fit has unknown FitConfig fields {unknown}; known: {sorted(known)}")
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+
+    @classmethod
+    def for_task(cls, task: Task | str, **overrides: Any) -> LoopConfig:
+        """The task's defaults from :data:`LOOP_DEFAULTS`, then ``overrides``."""
+        name = get_task(task).name
+        values = dict(LOOP_DEFAULTS.get(name, {}))
+        agent = overrides.get("agent", values.get("agent", cls.agent))
+        by_agent = values.pop("agent_kwargs", {})
+        values["agent_kwargs"] = dict(by_agent.get(agent, {})) if isinstance(agent, str) else {}
+        for key in ("fit", "agent_kwargs"):  # nested dicts merge
+            if key in overrides and key in values:
+                overrides = {**overrides, key: {**values[key], **overrides[key]}}
+        values.update(overrides)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown LoopConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+
+#: per-task loop settings (the benchmarks' and the demo's): ``LoopConfig.for_task``;
+#: ``agent_kwargs`` is keyed by agent, the chosen agent's row is used
+LOOP_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pendulum": {
+        # the planner needs no training: the loop's wall-clock time is the fit's
+        # (benchmarks/loop_pendulum.py compares it with the differentiable policy and SAC)
+        "agent": "mpc",
+        # Pendulum-v1 is an explicit Euler-type map: Euler steps keep the residual simple
+        "method": "euler",
+        "initial_steps": 50,
+        "steps_per_iteration": 50,
+        "episode_steps": 50,
+        "iterations": 2,
+        "agent_updates": 150,
+        "first_agent_updates": 300,
+        # few short episodes: no validation split (the loop measures the model on new data)
+        "fit": {
+            "horizon": 10,
+            "iterations": 500,
+            "residual_penalty": 0.1,
+            "batch_size": None,
+            "learning_rate": 1e-2,
+            "lbfgs_iterations": 50,
+            "validation_fraction": 0.0,
+        },
+        "agent_kwargs": {
+            "differentiable": {"batch_size": 128, "horizon": 32},
+            "mpc": {"horizon": 30, "samples": 300, "iterations": 4},
+        },
+    },
+}
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+# --- files -------------------------------------------------------------------------------------
+def _atomic_write_text(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """``RUN/lock`` holding the pid of the process using the run directory.
+
+    A lock left by a process that no longer exists (a crash) is taken over; one held by a live
+    process is refused with an error naming the pid.
+    """
+
+    def __init__(self, run_dir: pathlib.Path) -> None:
+        self.path = run_dir / "lock"
+        self.held = False
+
+    def acquire(self) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or -1)
+                except (OSError, ValueError):
+                    pid = -1
+                if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+                    raise FileExistsError(
+                        f"run directory {self.path.parent} is in use by process {pid}; wait for "
+                        f"it, stop it, or use another run directory"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            self.held = True
+            return
+        raise FileExistsError(f"could not take the lock {self.path}; another process races us")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+# --- the loop ----------------------------------------------------------------------------------
+class ModelBasedLoop:
+    """Fit a hybrid model to real data, train a controller in it, act, repeat.
+
+    Args:
+        task: a Task or its name; its real system is acted on, its prior starts the model.
+        config: a :class:`LoopConfig` (default: ``LoopConfig.for_task(task)``).
+        run_dir: the run directory; an existing one is resumed if its ``config.json`` matches.
+        log: called with one line per event (default: print to stderr); None silences it.
+
+    ``run()`` runs the remaining iterations and returns the metrics history (one dict per
+    iteration, the rows of ``metrics.csv``).
+    """
+
+    def __init__(
+        self,
+        task: Task | str,
+        config: LoopConfig | None = None,
+        run_dir: str | os.PathLike[str] = "runs/loop",
+        *,
+        log: Callable[[str], None] | None = print,
+    ) -> None:
+        self.task = get_task(task)
+        self.config = config if config is not None else LoopConfig.for_task(self.task)
+        if not isinstance(self.config, LoopConfig):
+            raise TypeError(f"config must be a LoopConfig, got {type(self.config).__name__}")
+        self.run_dir = pathlib.Path(run_dir)
+        self._log = log
+        self.device = torch.device(self.config.device)
+        self.history: list[dict[str, Any]] = []
+        self.model: HybridODE | Ensemble | None = None
+        self.agent: Any = None
+        self.data: TrajectoryDataset | None = None
+        self._wall = 0.0
+
+    # --- paths and records -------------------------------------------------------------------
+    def path(self, *parts: str) -> pathlib.Path:
+        return self.run_dir.joinpath(*parts)
+
+    def _say(self, message: str) -> None:
+        if self._log is not None:
+            if self._log is print:
+                print(f"[hybridgym loop] {message}", file=sys.stderr, flush=True)
+            else:
+                self._log(message)
+
+    def _description(self) -> dict[str, Any]:
+        return {
+            "task": self.task.name,
+            "task_kwargs": self.task.real_env_kwargs,
+            "loop": self.config.to_dict(),
+        }
+
+    def _check_or_write_config(self) -> None:
+        wanted = json.loads(json.dumps(self._description()))
+        path = self.path("config.json")
+        if path.exists():
+            stored = json.loads(path.read_text())
+            diffs = [
+                d
+                for d in _differences(stored, wanted)
+                if not d.startswith(tuple(f"loop.{k}:" for k in RESUMABLE_CHANGES))
+            ]
+            if diffs:
+                raise ValueError(
+                    f"{self.run_dir} holds a run with another configuration ({'; '.join(diffs)}); "
+                    "resume it with the same settings or choose a new run directory"
+                )
+            if stored == wanted:
+                return
+        _atomic_write_text(path, json.dumps(wanted, indent=2) + "\n")
+
+    def _read_state(self) -> dict[str, Any]:
+        path = self.path("state.json")
+        if not path.exists():
+            return {"completed_iterations": 0}
+        state = json.loads(path.read_text())
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"{path} has version {state.get('version')}, expected 1")
+        return state
+
+    def _read_metrics(self, completed: int) -> list[dict[str, Any]]:
+        path = self.path("metrics.csv")
+        if completed == 0 or not path.exists():
+            return []
+        with path.open(newline="") as f:
+            rows = [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return rows[:completed]
+
+    def _write_metrics(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.history:
+            writer.writerow({k: row[k] for k in METRIC_COLUMNS})
+        _atomic_write_text(self.path("metrics.csv"), buffer.getvalue())
+
+    # --- pieces --------------------------------------------------------------------------------
+    def _new_model(self) -> HybridODE | Ensemble:
+        cfg, task = self.config, self.task
+        members = []
+        for k in range(cfg.ensemble):
+            torch.manual_seed(cfg.seed * 1000 + k)
+            prior = task.make_prior(perturbation=cfg.prior_perturbation) if cfg.prior else None
+            residual = (
+                MLPResidual(
+                    task.state_dim,
+                    task.action_dim,
+                    hidden=cfg.hidden,
+                    activation=cfg.activation,
+                    angle_dims=task.angle_dims,
+                )
+                if cfg.residual
+                else None
+            )
+            members.append(
+                HybridODE(
+                    prior,
+                    residual,
+                    dt=task.dt,
+                    method=cfg.method,
+                    substeps=cfg.substeps,
+                    state_dim=task.state_dim,
+                    action_dim=task.action_dim,
+                )
+            )
+        model = members[0] if cfg.ensemble == 1 else Ensemble(members)
+        return model.to(self.device)
+
+    def _load_model(self, iteration: int) -> HybridODE | Ensemble:
+        path = self.path("models", f"model_{iteration:03d}.pt")
+        cls = Ensemble if self.config.ensemble > 1 else HybridODE
+        return cls.load(path, map_location=self.device)
+
+    def _new_agent(self, model: Any) -> Any:
+        cfg = self.config
+        if cfg.agent == "differentiable":
+            kwargs = {"seed": cfg.seed, **cfg.agent_kwargs}
+            return DifferentiablePolicyAgent(self.task, PolicyTrainingConfig(**kwargs), self.device)
+        if cfg.agent == "mpc":
+            return MPCAgent(model, self.task, **{"seed": cfg.seed, **cfg.agent_kwargs})
+        from hybridgym.agents.sb3 import make_agent
+
+        return make_agent(
+            cfg.agent,
+            self._learned_env(model),
+            task=self.task,
+            seed=cfg.seed,
+            device=str(self.device),
+            tensorboard_log=None,
+            **cfg.agent_kwargs,
+        )
+
+    def _learned_env(self, model: Any) -> LearnedVecEnv:
+        return LearnedVecEnv(
+            model,
+            self.task,
+            self.config.learned_envs,
+            start="dataset" if self.config.start_fraction > 0 else "task",
+            dataset=self.data,
+            seed=self.config.seed,
+        )
+
+    def _agent_path(self, iteration: int) -> pathlib.Path:
+        suffix = ".zip" if self.config.agent in ("sac", "td3", "ppo") else ".pt"
+        return self.path("agents", f"agent_{iteration:03d}{suffix}")
+
+    def _load_agent(self, iteration: int, model: Any) -> Any:
+        cfg = self.config
+        if cfg.agent == "mpc":
+            return self._new_agent(model)
+        path = self._agent_path(iteration)
+        if cfg.agent == "differentiable":
+            return DifferentiablePolicyAgent.load(path, device=self.device)
+        from hybridgym.agents.sb3 import load_agent
+
+        return load_agent(cfg.agent, path, self._learned_env(model), device=str(self.device))
+
+    def _save_agent(self, iteration: int) -> None:
+        cfg = self.config
+        if cfg.agent == "mpc":
+            return
+        path = self._agent_path(iteration)
+        if cfg.agent == "differentiable":
+            self.agent.save(path)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp.zip")
+        self.agent.save(tmp)
+        os.replace(tmp, path)
+
+    def _collect_until(self, target_steps: int, policy: Any) -> int:
+        """Act in the real system until the dataset holds ``target_steps`` transitions; each
+        episode is appended (one atomic file) as soon as it ends."""
+        cfg, task, data = self.config, self.task, self.data
+        env = task.make_real_env()
+        try:
+            while data.num_steps < target_steps:
+                index = len(data)
+                budget = target_steps - data.num_steps
+                if cfg.episode_steps is not None:
+                    budget = min(budget, cfg.episode_steps)
+                seed = cfg.seed * 1_000_003 + 1_009 * index
+                if hasattr(policy, "reseed_exploration"):
+                    policy.reseed_exploration(seed)
+                if hasattr(policy, "reset"):
+                    policy.reset()
+                chunk = TrajectoryDataset.collect(
+                    env, task, policy, steps=budget, seed=seed, deterministic=False
+                )
+                for episode in chunk.episodes:
+                    data.append(episode)
+                    self._say(f"recorded episode {len(data) - 1} ({episode.num_steps} steps)")
+        finally:
+            env.close()
+        return data.num_steps
+
+    def _model_error(self, model: Any, fresh: TrajectoryDataset) -> float:
+        """k-step prediction RMSE on data the model has not been fitted to, averaged over the
+        state variables after dividing each by its spread in all the data."""
+        if len(fresh) == 0:
+            return float("nan")
+        errors = prediction_errors(model, fresh, (self.config.error_horizon,))
+        errors = errors[self.config.error_horizon]
+        scale = self.data.states().std(0) + 1e-8
+        values = [errors[name] / s for name, s in zip(fresh.state_names, scale, strict=True)]
+        return float(np.mean(values))
+
+    def _fit_config(self, iteration: int) -> FitConfig:
+        values = {"progress": self.config.progress, **self.config.fit}
+        values["seed"] = self.config.seed + iteration
+        return FitConfig(**values)
+
+    # --- the run -------------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]]:
+        """Run (or resume) until ``config.iterations`` rounds are complete."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.run_dir)
+        lock.acquire()
+        try:
+            self._check_or_write_config()
+            return self._run()
+        finally:
+            lock.release()
+
+    def _run(self) -> list[dict[str, Any]]:
+        cfg, task = self.config, self.task
+        state = self._read_state()
+        done = int(state["completed_iterations"])
+        self.history = self._read_metrics(done)
+        if len(self.history) != done:
+            raise ValueError(
+                f"{self.path('metrics.csv')} has {len(self.history)} rows but state.json "
+                f"says {done} iterations are complete; the run directory was edited"
+            )
+        data_dir = self.path("data")
+        if (data_dir / "dataset.json").exists():
+            self.data = TrajectoryDataset.load(data_dir)
+        else:
+            self.data = TrajectoryDataset(
+                state_names=task.state_names,
+                action_names=task.action_names,
+                dt=task.dt,
+                angle_dims=task.angle_dims,
+            )
+            self.data.save(data_dir)
+        self._wall = float(self.history[-1]["wall_seconds"]) if self.history else 0.0
+        if done:
+            self.model = self._load_model(done)
+            self.agent = self._load_agent(done, self.model)
+            self._say(f"resuming {self.run_dir} after iteration {done}")
+        else:
+            self.model = self._new_model()
+        if done >= cfg.iterations or self._reached_stop():
+            self._say(f"{self.run_dir} is complete ({done} iterations)")
+            return self.history
+        for iteration in range(done + 1, cfg.iterations + 1):
+            self._iteration(iteration)
+            if self._reached_stop():
+                self._say(f"iteration {iteration}: reached stop_return {cfg.stop_return}")
+                break
+        return self.history
+
+    def _reached_stop(self) -> bool:
+        stop = self.config.stop_return
+        return (
+            bool(self.history) and stop is not None and self.history[-1]["eval_return_mean"] >= stop
+        )
+
+    def _iteration(self, iteration: int) -> None:
+        cfg, task = self.config, self.task
+        target = cfg.initial_steps + (iteration - 1) * cfg.steps_per_iteration
+        start = time.perf_counter()
+        if iteration == 1:
+            self._say(f"iteration 1: collecting {cfg.initial_steps} random real steps")
+            self._collect_until(target, None)
+        else:
+            self._say(f"iteration {iteration}: collecting real steps up to {target}")
+            self._collect_until(target, self.agent)
+        collect_seconds = time.perf_counter() - start
+        last_fit_steps = target - (cfg.steps_per_iteration if iteration > 1 else target)
+        fresh = _episodes_after(self.data, last_fit_steps) if iteration > 1 else self.data
+        model_error = self._model_error(self.model, fresh)
+
+        self._say(f"iteration {iteration}: fitting the model to {self.data.num_steps} steps")
+        start = time.perf_counter()
+        report = fit(self.model, self.data, self._fit_config(iteration))
+        fit_seconds = time.perf_counter() - start
+        self.model.save(self.path("models", f"model_{iteration:03d}.pt"))
+
+        self._say(f"iteration {iteration}: training the {cfg.agent} agent in the model")
+        start = time.perf_counter()
+        updates = cfg.agent_updates
+        if iteration == 1 and cfg.first_agent_updates is not None:
+            updates = cfg.first_agent_updates
+        self._train_agent(updates)
+        agent_seconds = time.perf_counter() - start
+        self._save_agent(iteration)
+
+        self._say(f"iteration {iteration}: evaluating on the real system")
+        start = time.perf_counter()
+        result = evaluate(self.agent, task, episodes=cfg.eval_episodes, seed=cfg.eval_seed)
+        eval_seconds = time.perf_counter() - start
+        self._wall += collect_seconds + fit_seconds + agent_seconds
+        row = {
+            "iteration": iteration,
+            "real_steps": self.data.num_steps,
+            "real_episodes": len(self.data),
+            "eval_return_mean": result.mean,
+            "eval_return_std": result.std,
+            "model_error": model_error,
+            "fit_loss": report.history[-1]["loss"] if report.history else float("nan"),
+            "fit_seconds": fit_seconds,
+            "agent_seconds": agent_seconds,
+            "collect_seconds": collect_seconds,
+            "eval_seconds": eval_seconds,
+            "wall_seconds": self._wall,
+        }
+        self.history.append(row)
+        self._write_metrics()
+        self._write_tensorboard(row)
+        self._plot()
+        _atomic_write_text(
+            self.path("state.json"),
+            json.dumps(
+                {
+                    "version": STATE_VERSION,
+                    "completed_iterations": iteration,
+                    "real_steps": self.data.num_steps,
+                    "real_episodes": len(self.data),
+                    "finished": iteration == cfg.iterations or self._reached_stop(),
+                },
+                indent=2,
+            )
+            + "\n",
+        )
+        self._say(
+            f"iteration {iteration}: real steps {row['real_steps']}, eval return "
+            f"{row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}, model error "
+            f"{model_error:.3g}, fit {fit_seconds:.1f} s, agent {agent_seconds:.1f} s"
+        )
+
+    def _train_agent(self, updates: int) -> None:
+        cfg = self.config
+        if self.agent is None:
+            self.agent = self._new_agent(self.model)
+        if cfg.agent == "differentiable":
+            self.agent.train(
+                self.model,
+                updates,
+                start_states=self.data.states(),
+                start_fraction=cfg.start_fraction,
+            )
+        elif cfg.agent == "mpc":
+            self.agent = MPCAgent(self.model, self.task, **{"seed": cfg.seed, **cfg.agent_kwargs})
+        else:
+            self.agent.set_env(self._learned_env(self.model))
+            self.agent.learn(updates, reset_num_timesteps=False, progress_bar=cfg.progress)
+
+    def _write_tensorboard(self, row: dict[str, Any]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return
+        with SummaryWriter(str(self.path("tensorboard"))) as writer:
+            for key in METRIC_COLUMNS[3:]:
+                writer.add_scalar(f"loop/{key}", row[key], global_step=row["real_steps"])
+
+    def _plot(self) -> None:
+        from hybridgym.agents.plots import plot_loop_metrics
+
+        plot_loop_metrics(self.history, self.path("plots"), self.task)
+
+
+def _episodes_after(data: TrajectoryDataset, steps: int) -> TrajectoryDataset:
+    """The episodes recorded after the first ``steps`` transitions."""
+    seen, keep = 0, []
+    for episode in data.episodes:
+        if seen >= steps:
+            keep.append(episode)
+        seen += episode.num_steps
+    return TrajectoryDataset(
+        keep,
+        state_names=data.state_names,
+        action_names=data.action_names,
+        dt=data.dt,
+        angle_dims=data.angle_dims,
+    )
+
+
+def _number(text: str) -> Any:
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text else value
+
+
+def _differences(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(stored) | set(wanted)):
+            out += _differences(stored.get(key), wanted.get(key), f"{prefix}{key}.")
+        return out
+    if stored != wanted:
+        return [f"{prefix.rstrip('.')}: {stored!r} there, {wanted!r} now"]
+    return []

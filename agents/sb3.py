@@ -1,0 +1,446 @@
+"""Stable-baselines3 agents with per-task defaults: :func:`make_agent`.
+
+The defaults of every algorithm and task live in two tables below, :data:`BASE_DEFAULTS` (per
+algorithm) and :data:`AGENT_DEFAULTS` (per task and algorithm, on top of the base); nothing
+else in hybridgym re-types a hyperparameter. Values are SB3 constructor keyword arguments, with
+one shorthand: ``action_noise`` may be a float, the std of Gaussian exploration noise in SB3's
+normalised action space [-1, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import importlib
+import inspect
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.vec_env import VecEnv
+
+from hybridgym.envs import Task, get_task, task_for_env_id, task_names
+
+#: algorithm name -> SB3 class
+ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
+
+#: the policy every algorithm gets unless ``policy=`` overrides it
+POLICY = "MlpPolicy"
+
+#: per algorithm, under every task (and alone where no task is known): small networks, since
+#: these systems are low-dimensional and training often runs on a CPU; TD3 explores with
+#: Gaussian noise of std 0.1 (SB3 has none by default)
+BASE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sac": {"policy_kwargs": {"net_arch": [64, 64]}},
+    "td3": {"action_noise": 0.1, "policy_kwargs": {"net_arch": [64, 64]}},
+    "ppo": {"policy_kwargs": {"net_arch": [64, 64]}},
+}
+
+#: task name -> algorithm -> SB3 keyword arguments, merged over :data:`BASE_DEFAULTS`
+#: (``policy_kwargs`` merge key by key). gamma follows each task's horizon: an effective
+#: horizon 1 / (1 - gamma) of a few seconds for the pendulum, one or two predator-prey cycles
+#: for Lotka-Volterra (period about 16 steps), a few hours of a data-centre day (thermal time
+#: constants are minutes to an hour) and most of a swing-up episode for the cart-pole.
+AGENT_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    # Pendulum-v1: 200 steps of 0.05 s. SAC and PPO follow rl-baselines3-zoo's tuned values.
+    "pendulum": {
+        "sac": {
+            "learning_rate": 1e-3,
+            "gamma": 0.98,
+            "buffer_size": 50_000,
+            "learning_starts": 1_000,
+        },
+        "td3": {
+            "learning_rate": 1e-3,
+            "gamma": 0.98,
+            "buffer_size": 50_000,
+            "learning_starts": 1_000,
+        },
+        "ppo": {
+            "learning_rate": 1e-3,
+            "gamma": 0.9,
+            "gae_lambda": 0.95,
+            "n_steps": 1_024,
+            "batch_size": 64,
+            "n_epochs": 10,
+            "use_sde": True,
+            "sde_sample_freq": 4,
+        },
+    },
+    # hybridgym/LotkaVolterra-v0: 100 steps of 0.25 time units.
+    "lotka_volterra": {
+        "sac": {
+            "learning_rate": 1e-3,
+            "gamma": 0.97,
+            "buffer_size": 50_000,
+            "learning_starts": 1_000,
+        },
+        "td3": {
+            "learning_rate": 1e-3,
+            "gamma": 0.97,
+            "buffer_size": 50_000,
+            "learning_starts": 1_000,
+        },
+        "ppo": {
+            "learning_rate": 3e-4,
+            "gamma": 0.97,
+            "gae_lambda": 0.95,
+            "n_steps": 1_024,
+            "batch_size": 64,
+            "n_epochs": 10,
+        },
+    },
+    # hybridgym/DataCenter-v0: 288 steps of 5 minutes (one day); one action per zone.
+    "datacenter": {
+        "sac": {
+            "learning_rate": 3e-4,
+            "gamma": 0.97,
+            "buffer_size": 100_000,
+            "learning_starts": 1_440,
+        },
+        "td3": {
+            "learning_rate": 3e-4,
+            "gamma": 0.97,
+            "buffer_size": 100_000,
+            "learning_starts": 1_440,
+        },
+        "ppo": {
+            "learning_rate": 3e-4,
+            "gamma": 0.97,
+            "gae_lambda": 0.95,
+            "n_steps": 1_152,
+            "batch_size": 64,
+            "n_epochs": 10,
+        },
+    },
+    # hybridgym/CartPoleSwingUp-v0: 200 steps of 0.05 s; swing-up then balance, a harder
+    # policy than the others, hence the wider networks.
+    "cartpole_swingup": {
+        "sac": {
+            "learning_rate": 1e-3,
+            "gamma": 0.99,
+            "buffer_size": 100_000,
+            "learning_starts": 1_000,
+            "policy_kwargs": {"net_arch": [128, 128]},
+        },
+        "td3": {
+            "learning_rate": 1e-3,
+            "gamma": 0.99,
+            "buffer_size": 100_000,
+            "learning_starts": 1_000,
+            "policy_kwargs": {"net_arch": [128, 128]},
+        },
+        "ppo": {
+            "learning_rate": 3e-4,
+            "gamma": 0.99,
+            "gae_lambda": 0.95,
+            "n_steps": 2_048,
+            "batch_size": 64,
+            "n_epochs": 10,
+            "policy_kwargs": {"net_arch": [128, 128]},
+        },
+    },
+}
+
+#: make_agent's own arguments (never SB3 overrides)
+_OWN_ARGUMENTS = ("seed", "tensorboard_log", "device", "verbose")
+#: policy arguments SB3 fills in itself
+_SET_BY_SB3 = {"observation_space", "action_space", "lr_schedule", "use_sde"}
+
+
+def default_hyperparameters(task: str | Task | None, algo: str) -> dict[str, Any]:
+    """The SB3 keyword arguments :func:`make_agent` uses for ``algo`` on ``task``.
+
+    Args:
+        task: a task name or :class:`Task` (its row of :data:`AGENT_DEFAULTS`, if it has one),
+            or None for the algorithm's base defaults alone.
+        algo: ``"sac"``, ``"td3"`` or ``"ppo"`` (any case).
+
+    Returns:
+        A fresh dict (a deep copy: changing it changes no table).
+    """
+    name = _algo_name(algo)
+    row = {} if task is None else AGENT_DEFAULTS.get(get_task(task).name, {}).get(name, {})
+    return copy.deepcopy(_merge(BASE_DEFAULTS[name], row))
+
+
+def make_agent(
+    algo: str,
+    env: gym.Env | VecEnv | str,
+    *,
+    task: str | Task | None = None,
+    seed: int | None = 0,
+    tensorboard_log: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    verbose: int = 0,
+    **overrides: Any,
+) -> BaseAlgorithm:
+    """An SB3 agent for ``env`` with hybridgym's defaults for its task.
+
+    Args:
+        algo: ``"sac"``, ``"td3"`` or ``"ppo"`` (any case). SAC and TD3 need a Box action
+            space; use PPO for a discrete one.
+        env: a ``gymnasium.Env``, an SB3 ``VecEnv`` (e.g. a ``LearnedVecEnv``, wrapped or
+            not), a registered Gymnasium id (``"Pendulum-v1"``,
+            ``"hybridgym/CartPoleSwingUp-v0"``) or a task name (``"pendulum"``: the task's
+            real system is made).
+        task: which row of :data:`AGENT_DEFAULTS` to use. None infers it from the env (the
+            ``task`` of a hybridgym env or learned VecEnv, else the env's Gymnasium id); an
+            env of no known task gets :data:`BASE_DEFAULTS` only.
+        seed: seeds SB3 (networks, exploration, the env); None leaves it unseeded.
+        tensorboard_log: a folder for TensorBoard event files (needs ``tensorboard``).
+        device: where the networks live, ``"cpu"`` by default (small MLPs run faster there).
+        verbose: SB3's verbosity (0 silent, 1 info, 2 debug).
+        **overrides: SB3 constructor keyword arguments; they replace the table's values, except
+            ``policy_kwargs``, which merge into the table's key by key. ``policy`` replaces
+            ``"MlpPolicy"``. ``action_noise`` may be a float (Gaussian noise std in the
+            normalised action space) or an SB3 ``ActionNoise``.
+
+    Returns:
+        The SB3 algorithm, ready for ``learn``.
+
+    Raises:
+        ValueError: unknown algorithm, env id, task or keyword argument, or SAC/TD3 on a
+            non-Box action space.
+        TypeError: ``algo`` or ``env`` of a type it cannot be.
+        ImportError: ``tensorboard_log`` is set but TensorBoard is not installed.
+    """
+    name = _algo_name(algo)
+    cls = ALGOS[name]
+    env = _resolve_env(env)
+    task_name = get_task(task).name if task is not None else _infer_task(env)
+    if name in ("sac", "td3") and not isinstance(env.action_space, spaces.Box):
+        raise ValueError(
+            f"{name.upper()} needs a continuous (Box) action space, but this env's is "
+            f"{env.action_space}; use make_agent('ppo', ...) for discrete actions"
+        )
+    kwargs = _merge(default_hyperparameters(task_name, name), overrides)
+    policy = kwargs.pop("policy", POLICY)
+    _check_kwargs(name, cls, policy, kwargs)
+    if isinstance(kwargs.get("action_noise"), int | float):
+        kwargs["action_noise"] = _gaussian_noise(kwargs["action_noise"], env.action_space)
+    if tensorboard_log is not None:
+        _require_tensorboard()
+        tensorboard_log = os.fspath(tensorboard_log)
+    return cls(
+        policy,
+        env,
+        seed=seed,
+        tensorboard_log=tensorboard_log,
+        device=device,
+        verbose=verbose,
+        **kwargs,
+    )
+
+
+def load_agent(
+    algo: str,
+    path: str | os.PathLike[str],
+    env: gym.Env | VecEnv | str | None = None,
+    *,
+    device: str = "cpu",
+) -> BaseAlgorithm:
+    """Load an SB3 agent saved with ``agent.save(path)`` (a zip), attached to ``env``.
+
+    The replay buffer is not part of the file: an off-policy agent continues with an empty
+    one.
+    """
+    cls = ALGOS[_algo_name(algo)]
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no saved {algo} agent at {path}")
+    env = _resolve_env(env) if env is not None else None
+    return cls.load(os.fspath(path), env=env, device=device)
+
+
+def _algo_name(algo: str) -> str:
+    """The lower-case key of ``algo`` in :data:`ALGOS`, or a ValueError with close names."""
+    if not isinstance(algo, str):
+        raise TypeError(f"algo must be a string such as 'sac', got {type(algo).__name__}")
+    name = algo.lower()
+    if name not in ALGOS:
+        close = difflib.get_close_matches(name, ALGOS, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown algo {algo!r}; known: {', '.join(sorted(ALGOS))}.{hint}")
+    return name
+
+
+def _resolve_env(env: gym.Env | VecEnv | str) -> gym.Env | VecEnv:
+    """An env object for ``env``: objects as they are, ids through ``gym.make``, task names
+    through the task's real system."""
+    if isinstance(env, gym.Env | VecEnv):
+        return env
+    if not isinstance(env, str):
+        raise TypeError(
+            "env must be a gymnasium.Env, an SB3 VecEnv, a Gymnasium id or a task name, "
+            f"got {type(env).__name__}"
+        )
+    if env in task_names():
+        return get_task(env).make_real_env()
+    if env in gym.registry or ":" in env:  # "module:id" imports the module that registers id
+        return gym.make(env)
+    close = difflib.get_close_matches(env, [*task_names(), *gym.registry], n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"env {env!r} is neither a registered Gymnasium id nor a task name "
+        f"(tasks: {', '.join(task_names())}).{hint}"
+    )
+
+
+def _infer_task(env: gym.Env | VecEnv) -> str | None:
+    """The name of the task behind ``env``, or None if it has none we know."""
+    if isinstance(env, VecEnv):
+        task = env.get_attr("task", [0])[0] if env.has_attr("task") else None
+        spec = env.get_attr("spec", [0])[0] if task is None and env.has_attr("spec") else None
+    else:
+        task = getattr(env.unwrapped, "task", None)
+        spec = env.spec
+    if isinstance(task, Task):
+        return task.name
+    if spec is None:
+        return None
+    try:
+        return task_for_env_id(spec.id).name
+    except ValueError:
+        return None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra`` (a new dict); ``policy_kwargs`` merge key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if key == "policy_kwargs" and isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _accepted(function: Any) -> set[str] | None:
+    """Keyword names ``function`` accepts (without private ones), or None if it takes any."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if not p.name.startswith("_")} - {"self"}
+
+
+def _reject(what: str, unknown: set[str], accepted: set[str]) -> None:
+    """Raise ValueError naming the ``unknown`` keyword arguments of ``what``, if any."""
+    if not unknown:
+        return
+    names = sorted(unknown)
+    close = difflib.get_close_matches(names[0], accepted, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"{what} got unexpected keyword argument(s) {', '.join(map(repr, names))}.{hint} "
+        f"Accepted: {', '.join(sorted(accepted))}."
+    )
+
+
+def _check_kwargs(name: str, cls: type[BaseAlgorithm], policy: Any, kwargs: dict[str, Any]) -> None:
+    """Raise ValueError for keyword arguments that ``cls`` or its policy would reject."""
+    accepted = (_accepted(cls.__init__) or set()) - {"policy", "env", *_OWN_ARGUMENTS}
+    _reject(f"{name.upper()} ({cls.__module__}.{cls.__name__})", set(kwargs) - accepted, accepted)
+    policy_kwargs = kwargs.get("policy_kwargs") or {}
+    if not isinstance(policy_kwargs, dict):
+        raise ValueError(f"policy_kwargs must be a dict, got {type(policy_kwargs).__name__}")
+    policy_cls = cls.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+    if not inspect.isclass(policy_cls):
+        raise ValueError(
+            f"unknown policy {policy!r} for {name.upper()}; known: {', '.join(cls.policy_aliases)}"
+        )
+    accepted = _accepted(policy_cls.__init__)
+    if accepted is not None:
+        accepted -= _SET_BY_SB3
+        _reject(f"policy_kwargs of {policy_cls.__name__}", set(policy_kwargs) - accepted, accepted)
+
+
+def _gaussian_noise(std: float, action_space: spaces.Space) -> NormalActionNoise:
+    """Gaussian exploration noise of ``std`` per action dimension (SB3 adds it to actions
+    scaled to [-1, 1], so ``std`` is a fraction of the half-range)."""
+    if isinstance(std, bool) or not std > 0:
+        raise ValueError(f"action_noise as a number must be a std > 0, got {std!r}")
+    m = int(np.prod(action_space.shape))
+    return NormalActionNoise(mean=np.zeros(m), sigma=np.full(m, float(std)))
+
+
+def _require_tensorboard() -> None:
+    """Import what SB3 logs with, or say how to install it."""
+    try:
+        importlib.import_module("torch.utils.tensorboard")
+    except ImportError as error:
+        raise ImportError(
+            "tensorboard_log needs TensorBoard, which is not installed: "
+            "`pip install tensorboard` (or pass tensorboard_log=None)"
+        ) from error
+
+
+@dataclass
+class LearningCurve:
+    """Evaluation returns of an SB3 agent against the real steps it had learned from.
+
+    ``points``: (real steps, mean return); ``train_seconds``: learning time without the
+    evaluations; ``steps_to_target`` / ``seconds_to_target``: when the mean first reached the
+    target (None if never).
+    """
+
+    points: list[tuple[int, float]] = field(default_factory=list)
+    train_seconds: float = 0.0
+    steps_to_target: int | None = None
+    seconds_to_target: float | None = None
+
+
+class _EvaluateEvery(BaseCallback):
+    def __init__(self, task: Task, every: int, episodes: int, seed: int, target: float | None):
+        super().__init__()
+        self.task, self.every, self.episodes, self.seed = task, every, episodes, seed
+        self.target = target
+        self.curve = LearningCurve()
+        self.eval_seconds = 0.0
+        self.start = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps % self.every:
+            return True
+        from hybridgym.agents.evaluation import evaluate
+
+        begin = time.perf_counter()
+        result = evaluate(self.model, self.task, self.episodes, seed=self.seed)
+        self.eval_seconds += time.perf_counter() - begin
+        self.curve.points.append((self.num_timesteps, result.mean))
+        self.curve.train_seconds = time.perf_counter() - self.start - self.eval_seconds
+        if self.target is not None and result.mean >= self.target:
+            self.curve.steps_to_target = self.num_timesteps
+            self.curve.seconds_to_target = self.curve.train_seconds
+            return False
+        return True
+
+
+def learning_curve(
+    agent: BaseAlgorithm,
+    task: str | Task,
+    total_steps: int,
+    every: int,
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    target: float | None = None,
+    progress: bool = False,
+) -> LearningCurve:
+    """``agent.learn(total_steps)`` on its (real) env, evaluating every ``every`` steps on
+    ``task``'s real system (``episodes`` deterministic episodes from ``seed``); stops early
+    once the mean return reaches ``target``. Evaluation time is kept out of ``train_seconds``.
+    """
+    for name, value in (("total_steps", total_steps), ("every", every), ("episodes", episodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    callback = _EvaluateEvery(get_task(task), every, episodes, seed, target)
+    agent.learn(total_steps, callback=callback, progress_bar=progress)
+    return callback.curve

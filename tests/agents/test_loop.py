@@ -1,0 +1,220 @@
+"""ModelBasedLoop: run directory, resume after SIGKILL, lock, reproducibility, sample efficiency."""
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hybridgym.agents import LOOP_DEFAULTS, LoopConfig, ModelBasedLoop
+from hybridgym.agents.loop import TIMING_COLUMNS
+from hybridgym.models import TrajectoryDataset
+
+# a loop small enough for a unit test: 2 iterations of 50 + 50 real pendulum steps, the
+# task's default fit, a few policy updates
+TINY = {
+    "agent": "differentiable",
+    "iterations": 2,
+    "initial_steps": 50,
+    "steps_per_iteration": 50,
+    "episode_steps": 25,
+    "agent_updates": 5,
+    "eval_episodes": 2,
+    "agent_kwargs": {"batch_size": 32, "horizon": 8},
+}
+
+
+def tiny(**kwargs):
+    return LoopConfig.for_task("pendulum", **{**TINY, **kwargs})
+
+
+def metrics(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_config_defaults_merge_and_bad_fields():
+    config = LoopConfig.for_task("pendulum", fit={"iterations": 7})
+    assert config.fit["iterations"] == 7
+    assert config.fit["residual_penalty"] == LOOP_DEFAULTS["pendulum"]["fit"]["residual_penalty"]
+    assert config.method == "euler"
+    assert config.agent_kwargs == LOOP_DEFAULTS["pendulum"]["agent_kwargs"]["mpc"]
+    other = LoopConfig.for_task("pendulum", agent="differentiable", agent_kwargs={"horizon": 8})
+    assert other.agent_kwargs == {"batch_size": 128, "horizon": 8}
+    with pytest.raises(ValueError, match="unknown LoopConfig fields"):
+        LoopConfig.for_task("pendulum", iteratons=3)
+    with pytest.raises(ValueError, match="did you mean 'mpc'"):
+        LoopConfig(agent="mcp")
+    with pytest.raises(ValueError, match="unknown FitConfig fields"):
+        LoopConfig(fit={"horizn": 3})
+    with pytest.raises(ValueError, match="initial_steps"):
+        LoopConfig(initial_steps=0)
+    with pytest.raises(ValueError, match="prior, the residual or both"):
+        LoopConfig(prior=False, residual=False)
+
+
+def test_run_directory_layout_and_rows(tmp_path):
+    run = tmp_path / "run"
+    history = ModelBasedLoop("pendulum", tiny(), run, log=None).run()
+    assert [row["real_steps"] for row in history] == [50, 100]
+    assert [row["real_episodes"] for row in history] == [2, 4]
+    for name in ("config.json", "metrics.csv", "state.json"):
+        assert (run / name).is_file()
+    for name in ("model_001.pt", "model_002.pt"):
+        assert (run / "models" / name).is_file()
+    assert (run / "agents" / "agent_002.pt").is_file()
+    assert (run / "plots" / "return_vs_real_steps.png").stat().st_size > 1000
+    assert (run / "plots" / "model_error.png").stat().st_size > 1000
+    assert any((run / "tensorboard").iterdir())
+    assert not (run / "lock").exists()
+    state = json.loads((run / "state.json").read_text())
+    assert state["completed_iterations"] == 2 and state["finished"] is True
+    data = TrajectoryDataset.load(run / "data")
+    assert data.num_steps == 100 and len(data) == 4
+    rows = metrics(run)
+    assert [int(r["real_steps"]) for r in rows] == [50, 100]
+    # the model error of iteration 2 is measured on the 50 new steps, before the refit,
+    # and the fitted model predicts them better than the 50%-off prior predicted the first 50
+    assert float(rows[1]["model_error"]) < float(rows[0]["model_error"])
+    assert json.loads((run / "config.json").read_text())["loop"]["initial_steps"] == 50
+    # a finished run does nothing more when run again
+    again = ModelBasedLoop("pendulum", tiny(), run, log=None).run()
+    assert again == [pytest.approx(row) for row in history] or len(again) == 2
+    assert TrajectoryDataset.load(run / "data").num_steps == 100
+
+
+def test_same_seed_same_metrics(tmp_path):
+    a = ModelBasedLoop("pendulum", tiny(iterations=1), tmp_path / "a", log=None).run()
+    b = ModelBasedLoop("pendulum", tiny(iterations=1), tmp_path / "b", log=None).run()
+    c = ModelBasedLoop("pendulum", tiny(iterations=1, seed=1), tmp_path / "c", log=None).run()
+    strip = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in b]
+    assert strip != [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in c]
+    ra, rb = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    for column in ("eval_return_mean", "model_error", "fit_loss"):
+        assert [r[column] for r in ra] == [r[column] for r in rb]
+
+
+def test_another_config_or_a_live_lock_is_refused(tmp_path):
+    run = tmp_path / "run"
+    ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+    with pytest.raises(ValueError, match=r"loop\.seed: 0 there, 5 now"):
+        ModelBasedLoop("pendulum", tiny(iterations=1, seed=5), run, log=None).run()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (run / "lock").write_text(f"{sleeper.pid}\n")
+        with pytest.raises(FileExistsError, match=f"in use by process {sleeper.pid}"):
+            ModelBasedLoop("pendulum", tiny(iterations=2), run, log=None).run()
+        assert TrajectoryDataset.load(run / "data").num_steps == 50  # nothing touched
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the lock of a process that is gone is taken over; more iterations extend the run
+    history = ModelBasedLoop("pendulum", tiny(iterations=2), run, log=None).run()
+    assert [row["real_steps"] for row in history] == [50, 100]
+    assert json.loads((run / "config.json").read_text())["loop"]["iterations"] == 2
+
+
+def _episode_files(run):
+    folder = run / "data" / "episodes"
+    if not folder.exists():
+        return {}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.glob("episode_*.npz"))
+    }
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_in_fit_training_and_collection(tmp_path):
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "hybridgym.scripts.main",
+        "loop",
+        "cartpole_swingup",
+        "--run-dir",
+        str(run),
+        "--set",
+        "iterations=2",
+        "--set",
+        "initial_steps=100",
+        "--set",
+        "steps_per_iteration=400",
+        "--set",
+        "episode_steps=20",
+        "--set",
+        "agent_updates=30",
+        "--set",
+        "eval_episodes=2",
+        "--set",
+        'fit={"iterations": 150, "horizon": 5, "batch_size": 128}',
+        "--set",
+        'agent_kwargs={"batch_size": 64, "horizon": 16}',
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def kill_when(predicate):
+        """Start the command, SIGKILL it on the first stderr line matching predicate."""
+        seen = []
+        with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env) as proc:
+            for line in proc.stderr:
+                seen.append(line.strip())
+                if predicate(line, seen):
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            proc.wait(timeout=120)
+        assert proc.returncode == -signal.SIGKILL, seen
+        time.sleep(0.05)
+        return seen
+
+    # 1: while the agent trains in iteration 1
+    kill_when(lambda line, _: "iteration 1: training" in line)
+    before = _episode_files(run)
+    assert len(before) == 5  # the 100 random steps, 20 per episode
+    assert not (run / "state.json").exists()
+
+    # 2: in iteration 2's collection, after its first episodes are recorded
+    def in_collection(line, seen):
+        return "recorded episode 7 " in line
+
+    kill_when(in_collection)
+    state = json.loads((run / "state.json").read_text())
+    assert state["completed_iterations"] == 1
+    middle = _episode_files(run)
+    assert 8 <= len(middle) < 25, "the kill should land while iteration 2 collects"
+    assert all(middle[name] == digest for name, digest in before.items())
+
+    # 3: while fitting in iteration 2 (the resumed run first finishes the collection)
+    kill_when(lambda line, _: "iteration 2: fitting" in line)
+    late = _episode_files(run)
+    assert len(late) == 25
+    assert all(late[name] == digest for name, digest in middle.items())
+
+    # the same command completes the run
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    final = _episode_files(run)
+    assert final == late  # every recorded episode exactly once, unchanged
+    data = TrajectoryDataset.load(run / "data")
+    assert data.num_steps == 500 and len(data) == 25
+    rows = metrics(run)
+    assert [int(r["real_steps"]) for r in rows] == [100, 500]
+    assert json.loads((run / "state.json").read_text())["finished"] is True
+    assert not (run / "lock").exists()
+
+
+@pytest.mark.slow
+def test_pendulum_solved_with_at_most_100_real_steps(tmp_path):
+    """The reduced sample-efficiency check (benchmarks/loop_pendulum.py runs 5 seeds)."""
+    config = LoopConfig.for_task("pendulum", seed=0, stop_return=-200.0)
+    assert config.agent == "mpc" and config.iterations == 2
+    history = ModelBasedLoop("pendulum", config, tmp_path / "run", log=None).run()
+    assert history[-1]["real_steps"] <= 100
+    assert max(row["eval_return_mean"] for row in history) >= -200
