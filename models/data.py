@@ -34,7 +34,6 @@ import json
 import math
 import os
 import re
-import secrets
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from hybridgym.models.files import atomic_write_bytes
 
 FORMAT = "hybridgym.TrajectoryDataset"
 VERSION = 1
@@ -360,41 +361,6 @@ class Episode:
 
 
 # --- atomic files --------------------------------------------------------------------------------
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op where directories can't open)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one.
-
-    The bytes go to a temporary file in the same folder (``.NAME.RANDOM.tmp``), which is
-    flushed and fsynced, then renamed over ``path`` with ``os.replace``.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
 def _episode_bytes(episode: Episode) -> bytes:
     arrays = {"states": episode.states, "actions": episode.actions, "times": episode.times}
     if episode.rewards is not None:
@@ -688,8 +654,9 @@ class TrajectoryDataset:
             env: a ``gymnasium.Env`` whose observations ``task.obs_to_state`` understands.
             task: see :class:`TaskLike`.
             policy: None for uniform random actions from ``env.action_space`` (seeded with
-                ``seed``), or an object with SB3's ``predict(obs, deterministic=...)`` that
-                returns ``(action, state)``.
+                ``seed``), or an object with SB3's ``predict(obs, episode_start=...,
+                deterministic=...)`` that returns ``(action, state)``; ``episode_start`` is
+                True at each episode's first step.
             episodes: number of episodes (>= 1); give this or ``steps``, not both.
             steps: total number of transitions (>= 1).
             seed: base seed of the resets and of the random policy.
@@ -763,7 +730,7 @@ class TrajectoryDataset:
                     f"{path} already exists: another writer appended to {self._directory}; "
                     "load the dataset again before appending"
                 )
-            _atomic_write_bytes(path, _episode_bytes(new))
+            atomic_write_bytes(path, _episode_bytes(new))
         self._episodes = (*self._episodes, new)
         return new
 
@@ -783,14 +750,14 @@ class TrajectoryDataset:
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "episodes").mkdir(exist_ok=True)
             text = json.dumps({"format": FORMAT, "version": VERSION, **self._spec()}, indent=2)
-            _atomic_write_bytes(directory / "dataset.json", (text + "\n").encode())
+            atomic_write_bytes(directory / "dataset.json", (text + "\n").encode())
             start = 0
         else:
             self._check_same_store(existing, directory)
             start = len(existing)
             (directory / "episodes").mkdir(exist_ok=True)
         for index in range(start, len(self._episodes)):
-            _atomic_write_bytes(
+            atomic_write_bytes(
                 _episode_path(directory, index), _episode_bytes(self._episodes[index])
             )
         self._directory = directory
@@ -865,7 +832,7 @@ class TrajectoryDataset:
                 else:
                     row += blank
                 writer.writerow(row)
-        _atomic_write_bytes(Path(path), buffer.getvalue().encode())
+        atomic_write_bytes(Path(path), buffer.getvalue().encode())
 
     @classmethod
     def from_csv(
@@ -1226,7 +1193,8 @@ def _run_episode(
         if policy is None:
             action = env.action_space.sample()
         else:
-            action, _ = policy.predict(obs, deterministic=deterministic)
+            start = np.array([not actions])  # SB3's episode_start: planners reset on it
+            action, _ = policy.predict(obs, episode_start=start, deterministic=deterministic)
         recorded = np.asarray(action, dtype=np.float64)
         if recorded.size != m:
             raise ValueError(

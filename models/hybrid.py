@@ -4,9 +4,9 @@ interval with the action held (zero-order hold)."""
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import pathlib
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,6 +15,7 @@ import torch
 import torchdiffeq
 from torch import nn
 
+from hybridgym.models.files import atomic_write_bytes
 from hybridgym.models.integrators import FIXED_STEP_METHODS, fixed_step
 from hybridgym.models.residual import MLPResidual
 
@@ -366,20 +367,10 @@ def _rebuild_residual(cfg: dict[str, Any] | None, path: str | os.PathLike[str]) 
 
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike[str]) -> pathlib.Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename into place."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` into memory, then :func:`atomic_write_bytes` (no partial files)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_checkpoint(

@@ -170,8 +170,20 @@ class PhysicsPrior(nn.Module):
         return spec.from_raw(raw)
 
     def constants(self) -> dict[str, torch.Tensor]:
-        """All constants by name, as differentiable 0-d tensors."""
-        return {name: self.constant(name) for name in self._specs}
+        """All constants by name, as differentiable 0-d tensors.
+
+        With gradients off (planning, rollouts in an env) the values are cached until a
+        parameter changes, which saves a few small tensor ops per vector-field evaluation.
+        """
+        if torch.is_grad_enabled():
+            return {name: self.constant(name) for name in self._specs}
+        key = tuple((id(p), p._version) for p in self.raw.values())
+        key += tuple((id(b), b._version) for b in self.buffers())
+        cached = self.__dict__.get("_constants_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, {name: self.constant(name) for name in self._specs})
+            self.__dict__["_constants_cache"] = cached
+        return cached[1]
 
     def physical_parameters(self) -> dict[str, float]:
         """All constants by name, as plain floats (for reports)."""

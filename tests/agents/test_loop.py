@@ -46,6 +46,11 @@ def test_config_defaults_merge_and_bad_fields():
     assert config.agent_kwargs == LOOP_DEFAULTS["pendulum"]["agent_kwargs"]["mpc"]
     other = LoopConfig.for_task("pendulum", agent="differentiable", agent_kwargs={"horizon": 8})
     assert other.agent_kwargs == {"batch_size": 128, "horizon": 8}
+    # the cart-pole's in-episode refits belong to its planner, not to a trained agent
+    assert LoopConfig.for_task("cartpole_swingup").refit_every == 40
+    assert LoopConfig.for_task("cartpole_swingup", agent="sac").refit_every is None
+    config.fit["iterations"] = -1  # a config's dicts are its own, not the table's
+    assert LOOP_DEFAULTS["pendulum"]["fit"]["iterations"] == 500
     with pytest.raises(ValueError, match="unknown LoopConfig fields"):
         LoopConfig.for_task("pendulum", iteratons=3)
     with pytest.raises(ValueError, match="did you mean 'mpc'"):
@@ -56,6 +61,50 @@ def test_config_defaults_merge_and_bad_fields():
         LoopConfig(initial_steps=0)
     with pytest.raises(ValueError, match="prior, the residual or both"):
         LoopConfig(prior=False, residual=False)
+    with pytest.raises(ValueError, match="collect_schedule"):
+        LoopConfig(collect_schedule=[50, 0])
+    with pytest.raises(ValueError, match="refit_every works with the mpc agent only"):
+        LoopConfig(agent="differentiable", refit_every=10)
+
+
+def test_collect_schedule_sets_the_real_steps_of_each_iteration():
+    plain = LoopConfig(initial_steps=20, steps_per_iteration=100)
+    assert [plain.target_steps(k) for k in (1, 2, 3)] == [20, 120, 220]
+    trials = LoopConfig(initial_steps=20, collect_schedule=[50, 50, 200])
+    assert [trials.target_steps(k) for k in (1, 2, 3, 4, 5)] == [20, 70, 120, 320, 520]
+    assert trials.to_dict()["collect_schedule"] == [50, 50, 200]
+
+
+def test_the_planner_refits_during_an_episode(tmp_path):
+    lines = []
+    config = tiny(
+        agent="mpc",
+        iterations=2,
+        initial_steps=20,
+        steps_per_iteration=20,
+        episode_steps=None,
+        refit_every=8,
+        eval_episodes=0,
+        agent_kwargs={"horizon": 5, "samples": 20, "iterations": 1},
+        fit={"iterations": 20, "lbfgs_iterations": 0},
+    )
+    loop = ModelBasedLoop("pendulum", config, tmp_path / "run", log=lines.append)
+    loop.run()
+    refits = [line for line in lines if "refitting during" in line]
+    assert refits == [
+        "refitting during episode 1 after 8 steps (28 steps in all)",
+        "refitting during episode 1 after 16 steps (36 steps in all)",
+    ]
+    assert TrajectoryDataset.load(tmp_path / "run" / "data").num_steps == 40
+
+
+def test_residual_mask_and_no_evaluation(tmp_path):
+    config = tiny(iterations=1, residual_mask=[1], eval_episodes=0)
+    loop = ModelBasedLoop("pendulum", config, tmp_path / "run", log=None)
+    (row,) = loop.run()
+    assert loop.model.residual_mask.tolist() == [0.0, 1.0]
+    assert row["eval_return_mean"] != row["eval_return_mean"]  # NaN: not evaluated
+    assert metrics(tmp_path / "run")[0]["eval_return_mean"] == "nan"
 
 
 def test_run_directory_layout_and_rows(tmp_path):
@@ -141,12 +190,16 @@ def test_resume_after_sigkill_in_fit_training_and_collection(tmp_path):
         "cartpole_swingup",
         "--run-dir",
         str(run),
+        "--agent",
+        "differentiable",
         "--set",
         "iterations=2",
         "--set",
         "initial_steps=100",
         "--set",
         "steps_per_iteration=400",
+        "--set",
+        "collect_schedule=[]",
         "--set",
         "episode_steps=20",
         "--set",

@@ -44,9 +44,11 @@ class ConstantPolicy:
     def __init__(self, value):
         self.value = value
         self.deterministic_flags = []
+        self.episode_starts = []
 
     def predict(self, observation, state=None, episode_start=None, deterministic=False):
         self.deterministic_flags.append(deterministic)
+        self.episode_starts.append(bool(np.all(episode_start)))
         return np.full(1, self.value, dtype=np.float32), state
 
 
@@ -621,6 +623,9 @@ def test_collect_with_a_policy_unwraps_a_spinning_pendulum():
     assert np.any(np.abs(np.diff(wrapped)) > math.pi)  # as the observations alone would not be
     np.testing.assert_array_equal(dataset[0].actions, 2.0)
     assert policy.deterministic_flags == [True] * 200
+    assert policy.episode_starts == [True] + [False] * 199  # SB3's episode_start
+    TrajectoryDataset.collect(task.make_real_env(), task, policy, steps=250, seed=0)
+    assert policy.episode_starts[200:] == [True] + [False] * 199 + [True] + [False] * 49
 
 
 @pytest.mark.parametrize(
