@@ -184,3 +184,19 @@ def test_pendulum_prior_knows_the_speed_limit_and_keeps_it_through_a_checkpoint(
     assert model.step(x, torch.tensor([[2.0]]))[0, 1].item() == 8.0
     loaded = HybridODE.load(model.save(tmp_path / "m.pt"))
     assert loaded.prior.state_limits == {1: (-8.0, 8.0)}
+
+
+def test_cached_constants_follow_parameter_updates():
+    prior = Decay()
+    with torch.no_grad():
+        first = prior.constants()["rate"].item()
+        assert prior.constants() is prior.constants()  # cached while nothing changes
+    optimizer = torch.optim.SGD(prior.parameters(), lr=0.5)
+    prior(torch.ones(3, 1), torch.ones(3, 1)).sum().backward()
+    optimizer.step()  # in place: the parameter's version changes
+    with torch.no_grad():
+        assert prior.constants()["rate"].item() != first
+        assert prior.constants()["rate"].item() == pytest.approx(prior.constant("rate").item())
+    prior.double()  # new tensors: the cache is rebuilt in the new dtype
+    with torch.no_grad():
+        assert prior.constants()["rate"].dtype == torch.float64
