@@ -10,6 +10,7 @@ solving episode. Target (issue 5): at most 17 s in 4 of 5 seeds; PILCO needed ab
 Planning target: at most 50 ms per action on one CPU thread (the control interval).
 
 Usage: python loop_cartpole.py [SEEDS] (default 5); writes benchmarks/results/loop_cartpole.json
+       python loop_cartpole.py SEEDS planning   (only the planning speed, on a quiet machine)
 """
 
 from __future__ import annotations
@@ -91,7 +92,26 @@ def perfect_model(seed: int) -> dict[str, object]:
     return {"variant": "perfect model", "seed": seed, "solved_after_s": 10.0 if solved else None}
 
 
+def planning_only(seeds: range) -> None:
+    """Milliseconds per action with the loop's first hybrid model (20 random steps), alone."""
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            config = LoopConfig.for_task(TASK, seed=seed, iterations=1, eval_episodes=0)
+            loop = ModelBasedLoop(TASK, config, pathlib.Path(tmp) / str(seed), log=None)
+            loop.run()
+            times.append(ms_per_action(loop.model, seed))
+    print(
+        f"planner with the hybrid model: median {statistics.median(times):.1f} ms per action "
+        f"(target 50; per seed {np.round(times, 1).tolist()})"
+    )
+    print("wrote", write("loop_cartpole_planning", {"ms_per_action": times}))
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[2] == "planning":
+        planning_only(range(int(sys.argv[1])))
+        return
     seeds = range(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
