@@ -186,7 +186,10 @@ class HybridODE(nn.Module):
         """
         limit = getattr(self.prior, "apply_state_limits", None)
         out = self._integrate(x, u)
-        return out if limit is None else limit(out)
+        if limit is None:
+            return out
+        # the integrator's result is a new tensor: without autograd it may be clamped in place
+        return limit(out, in_place=not torch.is_grad_enabled())
 
     def _integrate(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         if self.method in FIXED_STEP_METHODS and self.sensitivity == "direct":

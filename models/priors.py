@@ -141,8 +141,9 @@ class PhysicsPrior(nn.Module):
         """Declared hard limits, state index -> (low, high)."""
         return dict(self._state_limits)
 
-    def apply_state_limits(self, x: torch.Tensor) -> torch.Tensor:
-        """Clamp a batch of states (B x n) into the declared limits (x itself when none)."""
+    def apply_state_limits(self, x: torch.Tensor, *, in_place: bool = False) -> torch.Tensor:
+        """Clamp a batch of states (B x n) into the declared limits (x itself when none);
+        ``in_place`` overwrites ``x`` (no new tensor on hot paths without autograd)."""
         if not self._state_limits:
             return x
         key = (x.dtype, x.device)
@@ -156,7 +157,7 @@ class PhysicsPrior(nn.Module):
                     low[dim], high[dim] = lo, hi
             self._limit_cache[key] = (low, high)
         low, high = self._limit_cache[key]
-        return torch.clamp(x, low, high)
+        return x.clamp_(low, high) if in_place else torch.clamp(x, low, high)
 
     def constant(self, name: str) -> torch.Tensor:
         """The current value of one constant, a 0-d tensor."""

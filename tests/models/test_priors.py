@@ -154,7 +154,8 @@ def test_state_limits_clamp_each_step_and_keep_gradients_inside():
     x = torch.zeros(3, 2)
     u = torch.tensor([[10.0], [-10.0], [1.0]])
     with torch.inference_mode():  # the cached bounds must not be inference tensors
-        model.step(x, u)
+        assert model.step(x, u)[:, 1].tolist() == [3.0, -2.0, 1.0]  # clamped in place
+    assert x.abs().sum() == 0  # the input is never touched
     out = model.step(x, u)
     assert out[:, 1].tolist() == [3.0, -2.0, 1.0]
     out[:, 1].sum().backward()
