@@ -91,13 +91,17 @@ def test_observation_state_round_trip(name, kwargs):
     task = get_task(name, **kwargs)
     env = task.make_real_env()
     observations = []
+    env.action_space.seed(0)  # repeatable (it failed once unseeded); episodes may end early
     for seed in range(5):
         obs, _ = env.reset(seed=seed)
         observations.append(obs)
         for _ in range(40):
-            obs, *_ = env.step(env.action_space.sample())
+            obs, _, terminated, *_ = env.step(env.action_space.sample())
             observations.append(obs)
+            if terminated:
+                break
     obs = np.array(observations, dtype=np.float32)
+    assert len(obs) > 100
     back = task.state_to_obs(task.obs_to_state(obs))
     np.testing.assert_allclose(back, obs, rtol=1e-6, atol=1e-6)
     # torch path gives the same
