@@ -330,8 +330,8 @@ class DifferentiablePolicyAgent:
         discount = torch.ones(b, device=self.device)
         segment = torch.zeros(b, device=self.device)
         total = torch.zeros((), device=self.device)
-        obs_k, rew_k, done_k, next_obs_k, live_k = [], [], [], [], []
-        rewards_sum = 0.0
+        obs_k, rew_k, done_k, next_obs_k = [], [], [], []
+        reward_sum = torch.zeros((), device=self.device)  # read once per update, not per step
         for _ in range(h):
             obs = task.state_to_obs(x).to(torch.float32)
             self.policy.normaliser.update(obs.detach())
@@ -364,8 +364,7 @@ class DifferentiablePolicyAgent:
             rew_k.append(r.detach())
             done_k.append((done, terminated))
             next_obs_k.append(next_obs.detach())
-            live_k.append(finite)
-            rewards_sum += float(r.detach().mean()) / self.reward_scale
+            reward_sum = reward_sum + r.detach().mean()
             x = safe_next
         if cfg.use_value:
             end_obs = task.state_to_obs(x).to(torch.float32)
@@ -374,14 +373,14 @@ class DifferentiablePolicyAgent:
         loss = -total / (b * h)
         self.policy_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        # a NaN or infinite gradient anywhere makes the total norm non-finite
         norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
-        ok = bool(torch.isfinite(norm)) and all(bool(torch.isfinite(g).all()) for g in grads)
+        ok = bool(torch.isfinite(norm))
         if ok:
             self.policy_optimizer.step()
         self._x, self._t = x.detach(), t
         value_loss = self._fit_value(obs_k, rew_k, done_k, next_obs_k) if cfg.use_value else 0.0
-        return rewards_sum / h, value_loss, ok
+        return float(reward_sum) / (self.reward_scale * h), value_loss, ok
 
     def _fit_value(self, obs_k, rew_k, done_k, next_obs_k) -> float:
         cfg = self.config

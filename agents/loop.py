@@ -50,7 +50,7 @@ from hybridgym.models import (
     fit,
     prediction_errors,
 )
-from hybridgym.models import Episode as RecordedEpisode
+from hybridgym.models.arrays import unwrap_angles
 from hybridgym.models.files import atomic_write_text
 
 AGENTS = ("differentiable", "mpc", "sac", "td3", "ppo")
@@ -725,7 +725,7 @@ class ModelBasedLoop:
 
     def _train_agent(self, updates: int) -> None:
         cfg = self.config
-        if self.agent is None:
+        if self.agent is None or cfg.agent == "mpc":  # the planner: a fresh plan, nothing to train
             self.agent = self._new_agent(self.model)
         if cfg.agent == "differentiable":
             self.agent.train(
@@ -734,9 +734,7 @@ class ModelBasedLoop:
                 start_states=self.data.states(),
                 start_fraction=cfg.start_fraction,
             )
-        elif cfg.agent == "mpc":
-            self.agent = MPCAgent(self.model, self.task, **{"seed": cfg.seed, **cfg.agent_kwargs})
-        else:
+        elif cfg.agent != "mpc":
             self.agent.set_env(self._learned_env(self.model))
             self.agent.learn(updates, reset_num_timesteps=False, progress_bar=cfg.progress)
 
@@ -780,17 +778,10 @@ class _RefitWhileActing:
 
     def _refit(self) -> None:
         loop, task = self.loop, self.loop.task
-        states = np.asarray(task.obs_to_state(np.stack(self.observations)), dtype=np.float64)
-        for d in task.angle_dims:
-            states[:, d] = np.unwrap(states[:, d])
-        partial = RecordedEpisode.from_arrays(states, np.stack(self.actions), dt=task.dt)
-        data = TrajectoryDataset(
-            [*loop.data.episodes, partial],
-            state_names=task.state_names,
-            action_names=task.action_names,
-            dt=task.dt,
-            angle_dims=task.angle_dims,
-        )
+        states = unwrap_angles(task.obs_to_state(np.stack(self.observations)), task.angle_dims)
+        partial = loop.data.subset([])  # same names, dt and angle dims; not bound to disk
+        partial.append(states, np.stack(self.actions))
+        data = loop.data.merge(partial)
         self.refits += 1
         loop._say(
             f"refitting during episode {self.index} after {len(self.actions)} steps "
@@ -801,18 +792,8 @@ class _RefitWhileActing:
 
 def _episodes_after(data: TrajectoryDataset, steps: int) -> TrajectoryDataset:
     """The episodes recorded after the first ``steps`` transitions."""
-    seen, keep = 0, []
-    for episode in data.episodes:
-        if seen >= steps:
-            keep.append(episode)
-        seen += episode.num_steps
-    return TrajectoryDataset(
-        keep,
-        state_names=data.state_names,
-        action_names=data.action_names,
-        dt=data.dt,
-        angle_dims=data.angle_dims,
-    )
+    ends = np.cumsum([0] + [episode.num_steps for episode in data.episodes])
+    return data.subset(i for i in range(len(data)) if ends[i] >= steps)
 
 
 def _number(text: str) -> Any:

@@ -23,7 +23,7 @@ import torch
 from gymnasium import spaces
 
 from hybridgym.models import HybridODE, PhysicsPrior, fixed_step
-from hybridgym.models.arrays import Array, array_namespace, wrap_angle
+from hybridgym.models.arrays import Array, array_namespace, lasting_tensor, wrap_angle
 from hybridgym.models.hybrid import register_prior_builder
 
 
@@ -262,12 +262,10 @@ class Task(ABC):
         key = (dtype, device)
         if key not in cache:
             space = self.action_space
-            # plain tensors even under inference_mode, so that autograd may use them later
-            with torch.inference_mode(False), torch.no_grad():
-                cache[key] = (
-                    torch.as_tensor(space.low, dtype=dtype, device=device).clone(),
-                    torch.as_tensor(space.high, dtype=dtype, device=device).clone(),
-                )
+            cache[key] = (
+                lasting_tensor(space.low, dtype, device),
+                lasting_tensor(space.high, dtype, device),
+            )
         return cache[key]
 
     def __repr__(self) -> str:

@@ -29,6 +29,22 @@ def wrap_angle(angle: Array) -> Array:
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
+def unwrap_angles(states: np.ndarray, angle_dims: tuple[int, ...] | list[int]) -> np.ndarray:
+    """States of one episode (T+1 x n) with the angle columns unwrapped over time, so that an
+    angle that goes round keeps counting (a copy; float64)."""
+    out = np.array(states, dtype=np.float64)
+    for d in angle_dims:
+        out[:, d] = np.unwrap(out[:, d])
+    return out
+
+
+def lasting_tensor(values: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A constant tensor for a cache that outlives the call: an ordinary tensor even when made
+    under ``torch.inference_mode`` (an inference tensor would break autograd later)."""
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.as_tensor(values, dtype=dtype, device=device).clone()
+
+
 def uniform(
     n: int,
     low: np.ndarray,

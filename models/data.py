@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hybridgym.models.arrays import unwrap_angles
 from hybridgym.models.files import atomic_write_bytes
 
 FORMAT = "hybridgym.TrajectoryDataset"
@@ -686,8 +687,7 @@ class TrajectoryDataset:
             states, actions, rewards = _run_episode(
                 env, task, policy, seed + len(collected), deterministic, remaining, label
             )
-            for d in dataset.angle_dims:
-                states[:, d] = np.unwrap(states[:, d])
+            states = unwrap_angles(states, dataset.angle_dims)
             times = task.dt * np.arange(len(states), dtype=np.float64)
             collected.append(dataset._make_episode(states, actions, rewards, times, label))
             if remaining is not None:
@@ -1034,9 +1034,7 @@ class TrajectoryDataset:
             states = episode.observations
             if task is not None:
                 observations = _as_numbers(states, label, "observations")
-                states = np.array(task.obs_to_state(observations), dtype=np.float64)
-                for d in result.angle_dims:
-                    states[:, d] = np.unwrap(states[:, d])
+                states = unwrap_angles(task.obs_to_state(observations), result.angle_dims)
             times = (episode.infos or {}).get("time")
             collected.append(
                 result._make_episode(states, episode.actions, episode.rewards, times, label)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from hybridgym.models.arrays import lasting_tensor
+
 
 @dataclass(frozen=True)
 class ConstantSpec:
@@ -148,14 +150,13 @@ class PhysicsPrior(nn.Module):
             return x
         key = (x.dtype, x.device)
         if key not in self._limit_cache:
-            # plain tensors even when first called under inference_mode, so that autograd
-            # may use them later
-            with torch.inference_mode(False), torch.no_grad():
-                low = torch.full((self.state_dim,), -math.inf, dtype=x.dtype, device=x.device)
-                high = torch.full((self.state_dim,), math.inf, dtype=x.dtype, device=x.device)
-                for dim, (lo, hi) in self._state_limits.items():
-                    low[dim], high[dim] = lo, hi
-            self._limit_cache[key] = (low, high)
+            low, high = [-math.inf] * self.state_dim, [math.inf] * self.state_dim
+            for dim, (lo, hi) in self._state_limits.items():
+                low[dim], high[dim] = lo, hi
+            self._limit_cache[key] = (
+                lasting_tensor(low, x.dtype, x.device),
+                lasting_tensor(high, x.dtype, x.device),
+            )
         low, high = self._limit_cache[key]
         return x.clamp_(low, high) if in_place else torch.clamp(x, low, high)
 
