@@ -17,6 +17,7 @@ from hybridgym.agents.differentiable import (
 from hybridgym.agents.evaluation import Episode, EvalResult, evaluate, rollout
 from hybridgym.agents.loop import LOOP_DEFAULTS, LoopConfig, ModelBasedLoop
 from hybridgym.agents.mpc import MPCAgent
+from hybridgym.agents.saved import load_controller, load_planner, save_planner
 from hybridgym.agents.sb3 import (
     AGENT_DEFAULTS,
     LearningCurve,
@@ -24,6 +25,8 @@ from hybridgym.agents.sb3 import (
     learning_curve,
     load_agent,
     make_agent,
+    save_agent,
+    saved_algo,
 )
 
 __all__ = [
@@ -47,6 +50,11 @@ __all__ = [
     "hand_made_baseline",
     "learning_curve",
     "load_agent",
+    "load_controller",
+    "load_planner",
     "make_agent",
     "rollout",
+    "save_agent",
+    "save_planner",
+    "saved_algo",
 ]

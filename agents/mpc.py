@@ -168,7 +168,7 @@ class MPCAgent:
             k = self.model.num_members
             x = x[None].expand(k, -1, -1)
         total = torch.zeros(x.shape[:-1], dtype=dtype, device=self.device)
-        alive = torch.ones_like(total, dtype=torch.bool)
+        alive = torch.ones_like(total)  # 1 until a candidate's episode ends, then 0
         for t in range(h):
             u = actions[:, t]
             if ensemble:
@@ -178,8 +178,8 @@ class MPCAgent:
                 x_next = self.model.step(x, u)
                 reward = self.task.reward(x, u, x_next)
             reward = torch.nan_to_num(reward, nan=-1e6, posinf=-1e6, neginf=-1e6)
-            total = total + torch.where(alive, reward, torch.zeros_like(reward))
-            alive = alive & ~self.task.terminated(x_next)
+            total = total.addcmul(reward, alive)
+            alive = alive.masked_fill(self.task.terminated(x_next), 0.0)
             x = x_next
         if ensemble:
             total = total.mean(0)

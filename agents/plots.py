@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 
 from hybridgym.agents.evaluation import Episode
 from hybridgym.envs import DataCenterTask, LotkaVolterraTask, Task
@@ -176,3 +177,146 @@ def plot_loop_metrics(
     ax.set_title(f"{task.name}: model error before each refit")
     paths.append(_save(fig, directory / "model_error.png"))
     return paths
+
+
+def plot_return_vs_real_steps(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    path: str | pathlib.Path,
+    *,
+    threshold: float | None = None,
+    title: str = "",
+    subtitle: str = "",
+    eval_episodes: int | None = None,
+) -> pathlib.Path:
+    """Evaluation return against real-system steps of several methods, each over seeds.
+
+    Args:
+        curves: label -> (steps, median, low, high), each of shape S (e.g. from
+            ``hybridgym.agents.compare.aggregate_curves``): a line through the medians, a band
+            (and bars, visible at a single point too) from low to high.
+        threshold: drawn as a dashed line where given.
+        eval_episodes: the evaluation episodes behind each return (for the axis label).
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for label, (steps, median, low, high) in curves.items():
+        (line,) = ax.plot(steps, median, "o-", markersize=4, label=label)
+        colour = line.get_color()
+        ax.fill_between(steps, low, high, color=colour, alpha=0.2, linewidth=0)
+        ax.vlines(steps, low, high, color=colour, alpha=0.6, linewidth=1)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xscale("log")
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    spans_a_decade = any(len(c[0]) and c[0].max() >= 10 * c[0].min() for c in curves.values())
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter() if spans_a_decade else plain)
+    ax.set_xlabel("real-system steps (transitions, log scale)")
+    episodes = "" if not eval_episodes else f"mean of {eval_episodes} "
+    plural = "" if eval_episodes == 1 else "s"
+    ax.set_ylabel(f"return ({episodes}evaluation episode{plural})")
+    ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_prediction_errors(
+    errors: Mapping[str, tuple[list[int], Mapping[str, list[float]]]],
+    state_names: list[str] | tuple[str, ...],
+    path: str | pathlib.Path,
+    *,
+    dt: float,
+    time_unit: str = "time units",
+    title: str = "",
+) -> pathlib.Path:
+    """k-step prediction RMSE against the horizon k, one panel per state (log scale).
+
+    Args:
+        errors: label (e.g. which data) -> (horizons, state name -> RMSE per horizon).
+        state_names: the states to show, one panel each.
+        dt: the control interval (the top axis shows the horizon in time).
+    """
+    n = len(state_names)
+    fig, axes = plt.subplots(n, 1, figsize=(7, 2.3 * n + 0.8), sharex=True, squeeze=False)
+    styles = ("-", "--", ":", "-.")
+    for ax, name in zip(axes[:, 0], state_names, strict=True):
+        for k, (label, (horizons, by_state)) in enumerate(errors.items()):
+            ax.plot(horizons, by_state[name], styles[k % len(styles)], label=label)
+        ax.set_yscale("log")
+        ax.set_ylabel(f"RMSE of {name}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[-1, 0].set_xlabel(f"horizon k (steps of {dt:g} {time_unit})")
+    top = axes[0, 0].secondary_xaxis("top", functions=(lambda k: k * dt, lambda t: t / dt))
+    top.set_xlabel(f"horizon [{time_unit}]")
+    axes[0, 0].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_phase_comparison(
+    panels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    state_names: list[str] | tuple[str, ...],
+    path: str | pathlib.Path,
+    *,
+    title: str = "",
+) -> pathlib.Path:
+    """Phase portraits of a two-state system, the real trajectory against the model's.
+
+    Args:
+        panels: panel title -> (real states, model states), each T x 2 (a circle marks the
+            start).
+        state_names: the two state names (x and y axes).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), squeeze=False)
+    for ax, (label, (real, model)) in zip(axes[0], panels.items(), strict=True):
+        ax.plot(real[:, 0], real[:, 1], color="black", linewidth=1.6, label="real system")
+        ax.plot(model[:, 0], model[:, 1], "--", color="tab:red", linewidth=1.4, label="model")
+        ax.plot(*real[0, :2], "o", color="tab:blue", label="start")
+        ax.set_xlabel(state_names[0])
+        ax.set_ylabel(state_names[1])
+        ax.set_title(label, fontsize=10)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_residual_vs_truth(
+    times: np.ndarray,
+    learned: np.ndarray,
+    target: np.ndarray,
+    scatter: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    state_names: list[str] | tuple[str, ...],
+    path: str | pathlib.Path,
+    *,
+    title: str = "",
+    time_unit: str = "time units",
+) -> pathlib.Path:
+    """The learned residual against the true missing term, one row per state derivative:
+    along one trajectory (left) and scattered against each other (right, with y = x).
+
+    Args:
+        times: T, the time of each row of ``learned`` and ``target``.
+        learned, target: T x n residual dx/dt along the trajectory.
+        scatter: label -> (target, learned), each N x n, for the right column.
+        state_names: n names.
+    """
+    n = len(state_names)
+    fig, axes = plt.subplots(n, 2, figsize=(10, 2.6 * n + 0.8), squeeze=False)
+    for i, name in enumerate(state_names):
+        ax = axes[i, 0]
+        ax.plot(times, target[:, i], color="black", linewidth=1.6, label="true missing term")
+        ax.plot(times, learned[:, i], "--", color="tab:red", linewidth=1.4, label="learned")
+        ax.set_ylabel(f"d{name}/dt residual")
+        ax = axes[i, 1]
+        for label, (x, y) in scatter.items():
+            ax.plot(x[:, i], y[:, i], ".", markersize=3, alpha=0.5, label=label)
+        both = np.concatenate([np.concatenate([x[:, i], y[:, i]]) for x, y in scatter.values()])
+        lo, hi = float(both.min()), float(both.max())
+        ax.plot([lo, hi], [lo, hi], "k-", linewidth=0.8, label="y = x")
+        ax.set_xlabel(f"true missing term, d{name}/dt")
+        ax.set_ylabel("learned residual")
+    axes[-1, 0].set_xlabel(f"time [{time_unit}] (first held-out episode)")
+    axes[0, 0].legend(fontsize=8, loc="best")
+    axes[0, 1].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -13,8 +13,12 @@ import copy
 import difflib
 import importlib
 import inspect
+import io
+import json
 import os
+import pathlib
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,7 @@ from stable_baselines3.common.noise import NormalActionNoise
 from stable_baselines3.common.vec_env import VecEnv
 
 from hybridgym.envs import Task, get_task, task_for_env_id, task_names
+from hybridgym.models.files import atomic_write_bytes
 
 #: algorithm name -> SB3 class
 ALGOS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "td3": TD3}
@@ -216,13 +221,13 @@ def make_agent(
     name = _algo_name(algo)
     cls = ALGOS[name]
     env = _resolve_env(env)
-    task_name = get_task(task).name if task is not None else _infer_task(env)
+    task_of = get_task(task) if task is not None else _infer_task(env)
     if name in ("sac", "td3") and not isinstance(env.action_space, spaces.Box):
         raise ValueError(
             f"{name.upper()} needs a continuous (Box) action space, but this env's is "
             f"{env.action_space}; use make_agent('ppo', ...) for discrete actions"
         )
-    kwargs = _merge(default_hyperparameters(task_name, name), overrides)
+    kwargs = _merge(default_hyperparameters(task_of, name), overrides)
     policy = kwargs.pop("policy", POLICY)
     _check_kwargs(name, cls, policy, kwargs)
     if isinstance(kwargs.get("action_noise"), int | float):
@@ -260,6 +265,43 @@ def load_agent(
     return cls.load(os.fspath(path), env=env, device=device)
 
 
+def save_agent(agent: BaseAlgorithm, path: str | os.PathLike[str]) -> pathlib.Path:
+    """Write ``agent.save`` to exactly ``path`` (SB3 would add ``.zip`` to a name without a
+    suffix), atomically: a crash leaves the old file or the whole new one."""
+    buffer = io.BytesIO()
+    agent.save(buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def saved_algo(path: str | os.PathLike[str]) -> str:
+    """``"sac"``, ``"td3"`` or ``"ppo"``: the algorithm of an agent saved by SB3, read from the
+    zip's metadata (nothing is unpickled).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not an SB3 zip, or holds another algorithm.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no saved agent at {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a stable-baselines3 agent (a zip written by agent.save): {err}"
+        ) from None
+    module = str((data.get("policy_class") or {}).get("__module__", ""))
+    for name in ("sac", "td3"):
+        if module.startswith(f"stable_baselines3.{name}."):
+            return name
+    if module.startswith("stable_baselines3.common.") and {"clip_range", "n_epochs"} <= set(data):
+        return "ppo"
+    raise ValueError(
+        f"{path} holds an SB3 agent with policy from {module or 'an unknown module'}; "
+        f"hybridgym loads {', '.join(sorted(ALGOS))}"
+    )
+
+
 def _algo_name(algo: str) -> str:
     """The lower-case key of ``algo`` in :data:`ALGOS`, or a ValueError with close names."""
     if not isinstance(algo, str):
@@ -294,8 +336,8 @@ def _resolve_env(env: gym.Env | VecEnv | str) -> gym.Env | VecEnv:
     )
 
 
-def _infer_task(env: gym.Env | VecEnv) -> str | None:
-    """The name of the task behind ``env``, or None if it has none we know."""
+def _infer_task(env: gym.Env | VecEnv) -> Task | None:
+    """The task behind ``env`` (a ``CustomTask`` too), or None if it has none we know."""
     if isinstance(env, VecEnv):
         task = env.get_attr("task", [0])[0] if env.has_attr("task") else None
         spec = env.get_attr("spec", [0])[0] if task is None and env.has_attr("spec") else None
@@ -303,11 +345,11 @@ def _infer_task(env: gym.Env | VecEnv) -> str | None:
         task = getattr(env.unwrapped, "task", None)
         spec = env.spec
     if isinstance(task, Task):
-        return task.name
+        return task
     if spec is None:
         return None
     try:
-        return task_for_env_id(spec.id).name
+        return task_for_env_id(spec.id)
     except ValueError:
         return None
 
@@ -421,6 +463,10 @@ class _EvaluateEvery(BaseCallback):
             self.curve.seconds_to_target = self.curve.train_seconds
             return False
         return True
+
+    def _on_training_end(self) -> None:
+        if self.curve.steps_to_target is None:  # the steps after the last evaluation count too
+            self.curve.train_seconds = time.perf_counter() - self.start - self.eval_seconds
 
 
 def learning_curve(

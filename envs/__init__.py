@@ -7,6 +7,7 @@ LearnedVectorEnv);
 ``gym.make("hybridgym.envs:hybridgym/LotkaVolterra-v0")`` works without a prior import.
 """
 
+from hybridgym.envs.custom_task import CustomTask
 from hybridgym.envs.learned import LearnedCore, LearnedEnv, load_model
 from hybridgym.envs.learned_vec import LearnedVecEnv, LearnedVectorEnv
 from hybridgym.envs.registration import SYSTEMS, register_envs
@@ -24,7 +25,14 @@ from hybridgym.envs.systems import (
     PendulumPrior,
     PendulumTask,
 )
-from hybridgym.envs.task import Task, get_task, register_task, task_for_env_id, task_names
+from hybridgym.envs.task import (
+    Task,
+    get_task,
+    model_task,
+    register_task,
+    task_for_env_id,
+    task_names,
+)
 
 register_envs()
 
@@ -33,6 +41,7 @@ __all__ = [
     "CartPolePrior",
     "CartPoleSwingUpEnv",
     "CartPoleSwingUpTask",
+    "CustomTask",
     "DataCenterEnv",
     "DataCenterPrior",
     "DataCenterTask",
@@ -49,6 +58,7 @@ __all__ = [
     "Task",
     "get_task",
     "load_model",
+    "model_task",
     "register_task",
     "task_for_env_id",
     "task_names",

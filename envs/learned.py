@@ -21,7 +21,7 @@ import torch
 from gymnasium.error import ResetNeeded
 from gymnasium.utils import seeding
 
-from hybridgym.envs.task import Task, get_task
+from hybridgym.envs.task import Task, get_task, model_task
 from hybridgym.models import Ensemble, HybridODE
 from hybridgym.models.hybrid import read_checkpoint
 
@@ -108,7 +108,7 @@ class LearnedCore:
         self.model = load_model(model, self.device)
         if isinstance(self.model, torch.nn.Module):
             self.model = self.model.to(device=self.device, dtype=dtype).eval()
-        _check_model(self.model, self.task)
+        check_model(self.model, self.task)
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if start not in START_MODES:
@@ -281,17 +281,30 @@ class LearnedCore:
         )
 
 
-def _check_model(model: Any, task: Task) -> None:
+def check_model(model: Any, task: Task) -> None:
+    """Raise unless ``model`` steps states of ``task``: a ``TypeError`` for an object without
+    ``state_dim``, ``action_dim``, ``dt`` and ``step``, a ``ValueError`` naming both sides for
+    other dimensions, another control interval or a physics prior made by another task."""
     for attr in ("state_dim", "action_dim", "dt", "step"):
         if not hasattr(model, attr):
             raise TypeError(f"model must have {attr} (a HybridODE, an Ensemble or a checkpoint)")
+    fitted_for = model_task(model)
+    made = "" if fitted_for is None else f"; the model's prior is task {fitted_for.name!r}'s"
     if (model.state_dim, model.action_dim) != (task.state_dim, task.action_dim):
         raise ValueError(
             f"the model has {model.state_dim} states and {model.action_dim} actions, task "
-            f"{task.name!r} has {task.state_dim} {task.state_names} and {task.action_dim}"
+            f"{task.name!r} has {task.state_dim} {task.state_names} and {task.action_dim}{made}"
         )
     if abs(model.dt - task.dt) > 1e-9 * max(1.0, task.dt):
-        raise ValueError(f"the model's dt is {model.dt:g}, task {task.name!r} steps {task.dt:g}")
+        raise ValueError(
+            f"the model's dt is {model.dt:g}, task {task.name!r} steps {task.dt:g}{made}"
+        )
+    if fitted_for is not None and fitted_for.name != task.name:
+        raise ValueError(
+            f"the model's physics prior is that of task {fitted_for.name!r}, but the task is "
+            f"{task.name!r}; use a model fitted to {task.name!r} data or the task "
+            f"{fitted_for.name!r}"
+        )
 
 
 class LearnedEnv(gym.Env[np.ndarray, np.ndarray]):

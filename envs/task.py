@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from hybridgym.models import HybridODE, PhysicsPrior, fixed_step
+from hybridgym.models import HybridODE, MLPResidual, PhysicsPrior, fixed_step
 from hybridgym.models.arrays import Array, array_namespace, lasting_tensor, wrap_angle
 from hybridgym.models.hybrid import register_prior_builder
 
@@ -163,6 +163,21 @@ class Task(ABC):
         }
         return prior
 
+    def make_residual(
+        self, hidden: Sequence[int] = (32, 32), activation: str = "tanh", structured: bool = True
+    ) -> torch.nn.Module:
+        """The network part of this system's hybrid model: by default an
+        :class:`~hybridgym.models.MLPResidual` on the whole state (angles as sin/cos); a system
+        of alike units overrides it with a :class:`~hybridgym.models.UnitResidual` unless
+        ``structured=False`` (a network without a prior must model every state)."""
+        return MLPResidual(
+            self.state_dim,
+            self.action_dim,
+            hidden=hidden,
+            activation=activation,
+            angle_dims=self.angle_dims,
+        )
+
     @abstractmethod
     def _make_prior(self, scale: float) -> PhysicsPrior:
         """The prior with learnable constants at ``scale`` times the truth."""
@@ -268,6 +283,40 @@ class Task(ABC):
             )
         return cache[key]
 
+    # --- data --------------------------------------------------------------------------------
+    def describes(self, dataset: Any) -> bool:
+        """Whether ``dataset`` (a ``TrajectoryDataset``) has this task's state and action
+        names, angle dimensions and, where it records one, control interval."""
+        dt = getattr(dataset, "dt", None)
+        return (
+            tuple(dataset.state_names) == self.state_names
+            and tuple(dataset.action_names) == self.action_names
+            and tuple(dataset.angle_dims) == tuple(self.angle_dims)
+            and (dt is None or abs(dt - self.dt) <= 1e-9 * max(1.0, self.dt))
+        )
+
+    def check_dataset(self, dataset: Any, source: str = "the dataset") -> None:
+        """Raise a ``ValueError`` naming both tasks unless :meth:`describes` holds.
+
+        Args:
+            dataset: a ``TrajectoryDataset`` (anything with ``state_names``,
+                ``action_names``, ``angle_dims`` and ``dt``).
+            source: how to name the data in the message, e.g. its folder.
+        """
+        if self.describes(dataset):
+            return
+        others = [get_task(name) for name in task_names() if name != self.name]
+        found = next((task.name for task in others if task.describes(dataset)), None)
+        what = f"data of task {found!r}" if found else "data of another system"
+        dt = getattr(dataset, "dt", None)
+        fix = f"use the task {found!r}" if found else "convert the data to this task's variables"
+        raise ValueError(
+            f"{source} holds {what} (states {tuple(dataset.state_names)}, actions "
+            f"{tuple(dataset.action_names)}, dt {dt if dt is None else f'{dt:g}'}), but task "
+            f"{self.name!r} has states {self.state_names}, actions {self.action_names}, dt "
+            f"{self.dt:g}; use data recorded on {self.real_env_id} or {fix}"
+        )
+
     def __repr__(self) -> str:
         kwargs = ", ".join(f"{k}={v!r}" for k, v in self.real_env_kwargs.items())
         return f"{type(self).__name__}({kwargs})"
@@ -353,6 +402,17 @@ def task_for_env_id(env_id: str | None, **kwargs: Any) -> Task:
         f"no task has the real env id {env_id!r}; known ids: {', '.join(known)}. "
         "Pass a Task or a task name instead."
     )
+
+
+def model_task(model: Any) -> Task | None:
+    """The task whose :meth:`Task.make_prior` made ``model``'s prior (a HybridODE's, or an
+    Ensemble's first member's), or None where the model has no such prior."""
+    members = getattr(model, "members", None)
+    first = members[0] if members is not None and len(members) else model
+    spec = getattr(getattr(first, "prior", None), "rebuild_spec", None)
+    if not isinstance(spec, dict) or spec.get("builder") != "task":
+        return None
+    return get_task(spec["task"], **spec.get("task_kwargs", {}))
 
 
 def _rebuild_task_prior(spec: dict[str, Any]) -> PhysicsPrior:

@@ -21,7 +21,7 @@ from hybridgym.models.hybrid import (
 )
 from hybridgym.models.integrators import FIXED_STEP_METHODS, fixed_step
 from hybridgym.models.priors import ConstantSpec, PhysicsPrior
-from hybridgym.models.residual import MLPResidual
+from hybridgym.models.residual import MLPResidual, UnitResidual
 
 try:
     __version__ = version("hybridgym")
@@ -43,6 +43,7 @@ __all__ = [
     "SymbolicResidual",
     "TaskLike",
     "TrajectoryDataset",
+    "UnitResidual",
     "__version__",
     "array_namespace",
     "distill",

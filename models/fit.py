@@ -282,7 +282,8 @@ def _penalty(
         return x.new_zeros(())
     u = windows.u[windows.start[which]]
     r = model.residual_field(x, u)
-    out_scale = getattr(model.residual, "output_scale", None)
+    scale_of = getattr(model.residual, "state_scale", None)  # the residual's dx/dt scale, n
+    out_scale = scale_of() if scale_of is not None else None
     if out_scale is not None:
         r = r / out_scale
     return weight * (r**2).mean()

@@ -12,12 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torchdiffeq
 from torch import nn
 
 from hybridgym.models.files import atomic_write_bytes
 from hybridgym.models.integrators import FIXED_STEP_METHODS, fixed_step
-from hybridgym.models.residual import MLPResidual
+from hybridgym.models.residual import MLPResidual, UnitResidual
 
 ADAPTIVE_METHODS = ("dopri5", "bosh3", "dopri8")
 METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
@@ -28,7 +27,10 @@ CHECKPOINT_VERSION = 1
 #: name -> function(spec dict) -> prior module; see :func:`register_prior_builder`
 _PRIOR_BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {}
 #: residual classes a checkpoint may name (constructed from plain-typed config only)
-_RESIDUALS: dict[str, Callable[..., nn.Module]] = {"MLPResidual": MLPResidual}
+_RESIDUALS: dict[str, Callable[..., nn.Module]] = {
+    "MLPResidual": MLPResidual,
+    "UnitResidual": UnitResidual,
+}
 
 
 def register_prior_builder(name: str, builder: Callable[[dict[str, Any]], nn.Module]) -> None:
@@ -196,6 +198,8 @@ class HybridODE(nn.Module):
             return fixed_step(
                 self.vector_field, x, u, self.dt, method=self.method, substeps=self.substeps
             )
+        import torchdiffeq  # here: it imports scipy, which fixed-step users never need
+
         t = torch.tensor([0.0, self.dt], dtype=x.dtype, device=x.device)
         func = _HeldAction(self, u)
         options = (

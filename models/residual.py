@@ -40,6 +40,10 @@ def _as_slice(indices: list[int]) -> slice | list[int]:
     return indices
 
 
+def _take(x: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
+    return x[..., index] if isinstance(index, slice) else x.index_select(-1, index)
+
+
 class MLPResidual(nn.Module):
     """dx/dt correction NN(x, u), B x n, from a multilayer perceptron.
 
@@ -84,6 +88,13 @@ class MLPResidual(nn.Module):
         # contiguous index sets become slices (views) instead of gathers
         self._plain_index = _as_slice(self._plain_dims)
         self._angle_index = _as_slice(list(angle_dims))
+        # other index sets: index_select with a tensor (advanced indexing with a list costs
+        # about 10x more per call, which shows in planning loops)
+        for name in ("_plain_index", "_angle_index"):
+            index = getattr(self, name)
+            if isinstance(index, list):
+                delattr(self, name)
+                self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
         in_dim = len(self._plain_dims) + 2 * len(angle_dims) + action_dim
         layers: list[nn.Module] = []
         width = in_dim
@@ -102,9 +113,9 @@ class MLPResidual(nn.Module):
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Network inputs before normalisation, B x in_dim."""
-        parts = [x[..., self._plain_index]] if self._plain_dims else []
+        parts = [_take(x, self._plain_index)] if self._plain_dims else []
         if self.angle_dims:
-            angles = x[..., self._angle_index]
+            angles = _take(x, self._angle_index)
             parts += [torch.sin(angles), torch.cos(angles)]
         if self.action_dim:
             parts.append(u)
@@ -165,6 +176,10 @@ class MLPResidual(nn.Module):
         last = layers[-1]
         return torch.addmm(last.bias, h, last.weight.t())
 
+    def state_scale(self) -> torch.Tensor:
+        """The typical size of each state's dx/dt the network was scaled with (n)."""
+        return self.output_scale
+
     def _apply(self, fn, recurse=True):  # .to(), .double(), ...: drop buffers of the old kind
         self._workspaces = {}
         return super()._apply(fn, recurse)
@@ -177,4 +192,148 @@ class MLPResidual(nn.Module):
             "hidden": list(self.hidden),
             "activation": self.activation,
             "angle_dims": list(self.angle_dims),
+        }
+
+
+def _index_groups(label: str, groups: Sequence[Sequence[int]], size: int, units: int) -> list:
+    groups = [list(g) for g in groups]
+    if len(groups) != units:
+        raise ValueError(f"{label} must have one group per unit ({units}), got {len(groups)}")
+    widths = {len(g) for g in groups}
+    if len(widths) > 1:
+        raise ValueError(f"every unit must have as many {label} as the others, got {groups}")
+    for g in groups:
+        for d in g:
+            _check_dim(f"every index in {label}", d)
+            if d >= size:
+                raise ValueError(f"{label} index {d} is out of range for size {size}")
+    return groups
+
+
+class UnitResidual(nn.Module):
+    """dx/dt correction for a system of alike units (rack zones, cells, joints): one MLP whose
+    weights every unit shares, fed with that unit's states and actions plus states all units
+    see (a clock, an outside temperature).
+
+    Parameters do not grow with the number of units, the cost grows linearly, and every unit's
+    data trains the same function: with n units the network sees n times the samples of a
+    per-system MLP of n times the inputs. Use it where the missing physics is local to a unit;
+    couplings between units belong in the prior.
+
+    Args:
+        state_dim, action_dim: n and m of the whole system.
+        unit_states: per unit, the state indices its network input holds, e.g. for zone i of
+            DataCenter-v0 ``[i, num_zones + i]`` (temperature, load).
+        unit_actions: per unit, its action indices (``[[i]]``; empty: none).
+        shared_states: state indices every unit also sees.
+        unit_outputs: per unit, the state indices whose dx/dt it corrects (the rest get 0).
+        hidden, activation: the shared MLP (as :class:`MLPResidual`).
+    Normalisation and output scale are set from data by :meth:`set_statistics` (``fit`` calls
+    it), pooled over units; the last layer starts at zero.
+    """
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        unit_states: Sequence[Sequence[int]],
+        unit_outputs: Sequence[Sequence[int]],
+        unit_actions: Sequence[Sequence[int]] = (),
+        shared_states: Sequence[int] = (),
+        hidden: Sequence[int] = (32, 32),
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        self.state_dim = _check_dim("state_dim", state_dim, 1)
+        self.action_dim = _check_dim("action_dim", action_dim)
+        units = len(unit_states)
+        if units < 1:
+            raise ValueError("unit_states must list at least one unit")
+        self.unit_states = _index_groups("unit_states", unit_states, state_dim, units)
+        self.unit_outputs = _index_groups("unit_outputs", unit_outputs, state_dim, units)
+        self.unit_actions = (
+            _index_groups("unit_actions", unit_actions, action_dim, units) if unit_actions else []
+        )
+        self.shared_states = [int(d) for d in shared_states]
+        _index_groups("shared_states", [self.shared_states], state_dim, 1)
+        outputs = [d for g in self.unit_outputs for d in g]
+        if len(set(outputs)) != len(outputs):
+            raise ValueError(f"unit_outputs must not overlap, got {self.unit_outputs}")
+        hidden = tuple(hidden)
+        for width in hidden:
+            _check_dim("every hidden width", width, 1)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.hidden, self.activation, self.num_units = hidden, activation, units
+        self.register_buffer("_states", torch.tensor(self.unit_states, dtype=torch.long))
+        self.register_buffer("_outputs", torch.tensor(outputs, dtype=torch.long))
+        self.register_buffer(
+            "_actions", torch.tensor(self.unit_actions or [[]] * units, dtype=torch.long)
+        )
+        self.register_buffer("_shared", torch.tensor(self.shared_states, dtype=torch.long))
+        in_dim = self._states.shape[1] + self._actions.shape[1] + len(self.shared_states)
+        out_dim = len(self.unit_outputs[0])
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            width = h
+        last = nn.Linear(width, out_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+        self.register_buffer("input_shift", torch.zeros(in_dim))
+        self.register_buffer("input_scale", torch.ones(in_dim))
+        self.register_buffer("output_scale", torch.ones(out_dim))
+        self.register_buffer("statistics_set", torch.tensor(False))
+
+    def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Per-unit network inputs before normalisation, ... x units x in_dim."""
+        parts = [x[..., self._states]]
+        if self._actions.shape[1]:
+            parts.append(u[..., self._actions])
+        if len(self.shared_states):
+            shared = x[..., None, self._shared]
+            parts.append(shared.expand(*x.shape[:-1], self.num_units, len(self.shared_states)))
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """NN(x, u): ... x n (zero outside the unit outputs)."""
+        z = (self.features(x, u) - self.input_shift) / self.input_scale
+        per_unit = self.net(z) * self.output_scale  # ... x units x out_dim
+        out = x.new_zeros(x.shape)
+        out[..., self._outputs] = per_unit.flatten(-2)
+        return out
+
+    @torch.no_grad()
+    def set_statistics(
+        self, x: torch.Tensor, u: torch.Tensor, dxdt: torch.Tensor | None = None
+    ) -> None:
+        """Input normalisation (and output scale from dx/dt samples), pooled over units."""
+        z = self.features(x, u).reshape(-1, self.input_shift.shape[0])
+        self.input_shift.copy_(z.mean(0))
+        self.input_scale.copy_(z.std(0).clamp_min(1e-6) if len(z) > 1 else torch.ones_like(z[0]))
+        if dxdt is not None and len(dxdt) > 1:
+            scale = dxdt[..., self._outputs].reshape(-1, self.output_scale.shape[0]).std(0)
+            self.output_scale.copy_(scale.clamp_min(1e-6))
+        self.statistics_set.fill_(True)
+
+    def state_scale(self) -> torch.Tensor:
+        """The typical size of each state's dx/dt the network was scaled with (n; 1 where the
+        network writes nothing)."""
+        scale = self.output_scale.new_ones(self.state_dim)
+        scale[self._outputs] = self.output_scale.repeat(self.num_units)
+        return scale
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, plain types (saved in checkpoints)."""
+        return {
+            "state_dim": self.state_dim,
+            "action_dim": self.action_dim,
+            "unit_states": self.unit_states,
+            "unit_outputs": self.unit_outputs,
+            "unit_actions": self.unit_actions,
+            "shared_states": self.shared_states,
+            "hidden": list(self.hidden),
+            "activation": self.activation,
         }

@@ -10,37 +10,12 @@ import argparse
 import json
 import pathlib
 import time
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
+from hybridgym.scripts._common import add_threads, setup_torch
 
-from hybridgym.agents import (
-    LoopConfig,
-    ModelBasedLoop,
-    RandomController,
-    evaluate,
-    hand_made_baseline,
-    learning_curve,
-    make_agent,
-    rollout,
-)
-from hybridgym.agents.baselines import ConstantController
-from hybridgym.agents.plots import (
-    plot_episodes,
-    plot_loop_metrics,
-    plot_phase_portrait,
-    plot_prediction,
-)
-from hybridgym.envs import LotkaVolterraTask, get_task, task_names
-from hybridgym.envs.systems.lotka_volterra import (
-    SEED_EXAMPLE_FIT,
-    seed_example,
-    seed_example_model,
-)
-from hybridgym.models import distill, fit
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,12 +38,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=10,
         help="real evaluation episodes per loop iteration (default 10)",
     )
+    add_threads(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
 def _model_based_loop(args: argparse.Namespace, out: pathlib.Path, console: Console) -> dict:
     """The loop on Pendulum-v1 (resumed if ``out/loop`` holds it), then SAC on the real env."""
+    from rich.table import Table
+
+    from hybridgym.agents import LoopConfig, ModelBasedLoop, learning_curve, make_agent
+    from hybridgym.agents.plots import plot_loop_metrics
+    from hybridgym.envs import get_task
+
     task = get_task("pendulum")
     overrides = {"seed": args.seed, "eval_episodes": args.eval_episodes}
     if args.iterations is not None:
@@ -124,6 +106,17 @@ def _model_based_loop(args: argparse.Namespace, out: pathlib.Path, console: Cons
 
 def _missing_physics(out: pathlib.Path, seed: int) -> dict:
     """Fit the seed example, distill the residual, plot the extrapolation to t = 10."""
+    import numpy as np
+    import torch
+
+    from hybridgym.agents.plots import plot_prediction
+    from hybridgym.envs.systems.lotka_volterra import (
+        SEED_EXAMPLE_FIT,
+        seed_example,
+        seed_example_model,
+    )
+    from hybridgym.models import distill, fit
+
     data, _ = seed_example(seed=seed)
     torch.manual_seed(seed)
     model = seed_example_model()
@@ -160,10 +153,20 @@ def _missing_physics(out: pathlib.Path, seed: int) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from hybridgym.agents import RandomController, evaluate, hand_made_baseline, rollout
+    from hybridgym.agents.baselines import ConstantController
+    from hybridgym.agents.plots import plot_episodes, plot_phase_portrait
+    from hybridgym.envs import LotkaVolterraTask, get_task, task_names
+
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
     if args.sac_steps < 0:
         raise ValueError(f"--sac-steps must be >= 0, got {args.sac_steps}")
+    setup_torch(args)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(quiet=False)

@@ -6,11 +6,7 @@ import argparse
 import json
 import pathlib
 
-from rich.console import Console
-from rich.table import Table
-
-from hybridgym.agents import LoopConfig, ModelBasedLoop
-from hybridgym.envs import get_task
+from hybridgym.scripts._common import add_threads, setup_torch
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,8 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the model-based loop; rerun the same command on the same --run-dir "
         "to resume after a crash.",
     )
-    parser.add_argument("task", help="task name, e.g. pendulum (see `hybridgym systems`)")
-    parser.add_argument("--run-dir", required=True, help="run directory (resumed if it exists)")
+    parser.add_argument(
+        "task", nargs="?", help="task name, e.g. pendulum (see `hybridgym systems`)"
+    )
+    parser.add_argument("--task", dest="task_option", default=None, help="the task, as an option")
+    parser.add_argument(
+        "--run-dir", "--run", required=True, help="run directory (resumed if it exists)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--iterations", type=int, default=None, help="loop iterations")
     parser.add_argument(
@@ -35,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="any LoopConfig field, VALUE as JSON (e.g. --set fit.iterations=300 "
         "--set hidden=[64,64]); repeatable",
     )
+    add_threads(parser)
     parser.add_argument("--progress", action="store_true", help="progress bars")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration log")
     parser.set_defaults(run=run)
@@ -61,8 +63,25 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
+def _task_name(args: argparse.Namespace) -> str:
+    """The task, given as the positional argument or as --task (not two different ones)."""
+    given = {name for name in (args.task, args.task_option) if name is not None}
+    if not given:
+        raise ValueError("no task given: hybridgym loop TASK ... or --task TASK")
+    if len(given) > 1:
+        raise ValueError(f"two tasks given, {args.task!r} and --task {args.task_option!r}")
+    return given.pop()
+
+
 def run(args: argparse.Namespace) -> int:
-    task = get_task(args.task)
+    from rich.console import Console
+    from rich.table import Table
+
+    from hybridgym.agents import LoopConfig, ModelBasedLoop
+    from hybridgym.envs import get_task
+
+    setup_torch(args)
+    task = get_task(_task_name(args))
     overrides = parse_overrides(args.set)
     for name in ("seed", "iterations", "agent"):
         if getattr(args, name) is not None:

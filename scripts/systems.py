@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
-from rich.table import Table
-
-from hybridgym.envs import get_task, task_names
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("systems", help="list the real systems and their tasks")
@@ -16,6 +11,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from hybridgym.envs import get_task, task_names
+
     table = Table(title="hybridgym systems")
     for column in ("task", "env id", "state", "action", "dt", "steps", "dynamics"):
         table.add_column(column)

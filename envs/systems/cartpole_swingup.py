@@ -70,9 +70,10 @@ def cartpole_vector_field(
     if not _is_zero(joint_viscous):
         b_pole = b_pole - joint_viscous * thetadot
     inertia = (4.0 / 3.0) * ml * half_length
-    det = (cart_mass + pole_mass) * inertia - (ml * cos) ** 2
-    xdd = (inertia * b_cart - ml * cos * b_pole) / det
-    thdd = ((cart_mass + pole_mass) * b_pole - ml * cos * b_cart) / det
+    ml_cos = ml * cos
+    det = (cart_mass + pole_mass) * inertia - ml_cos**2
+    xdd = (inertia * b_cart - ml_cos * b_pole) / det
+    thdd = ((cart_mass + pole_mass) * b_pole - ml_cos * b_cart) / det
     return xp.stack([xdot, xdd, thetadot, thdd], -1)
 
 

@@ -6,6 +6,7 @@ Units: temperature in degrees C, heat in kW, time in hours, thermal capacitance 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,7 +15,7 @@ from gymnasium import spaces
 
 from hybridgym.envs.system_env import SystemEnv
 from hybridgym.envs.task import Task, register_task
-from hybridgym.models import PhysicsPrior
+from hybridgym.models import PhysicsPrior, UnitResidual
 from hybridgym.models.arrays import Array, array_namespace, normal, uniform
 
 CAPACITANCE = 0.5  # kWh/K per zone (air and rack thermal mass)
@@ -221,6 +222,27 @@ class DataCenterTask(Task):
     def missing_physics(self, state: Array, action: Array) -> Array:
         prior_at_truth = datacenter_vector_field(state, action, recirculation=0.0, saturation=0.0)
         return self.true_vector_field(state, action) - prior_at_truth
+
+    def make_residual(
+        self, hidden: Sequence[int] = (32, 32), activation: str = "tanh", structured: bool = True
+    ) -> torch.nn.Module:
+        """One network shared by the zones: zone i's temperature, load and cooling effort and
+        the clock in, a correction to dT_i/dt out (the missing physics is local to a zone;
+        the coupling between zones is in the prior). Parameters do not grow with zones.
+        ``structured=False``: the whole-state MLP of :meth:`Task.make_residual`."""
+        if not structured:
+            return super().make_residual(hidden, activation, structured=False)
+        n = self.num_zones
+        return UnitResidual(
+            self.state_dim,
+            self.action_dim,
+            unit_states=[[i, n + i] for i in range(n)],
+            unit_outputs=[[i] for i in range(n)],
+            unit_actions=[[i] for i in range(n)],
+            shared_states=[2 * n, 2 * n + 1],
+            hidden=hidden,
+            activation=activation,
+        )
 
     def _make_prior(self, scale: float) -> DataCenterPrior:
         return DataCenterPrior(

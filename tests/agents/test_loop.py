@@ -1,6 +1,7 @@
 """ModelBasedLoop: run directory, resume after SIGKILL, lock, reproducibility, sample efficiency."""
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -105,6 +106,23 @@ def test_residual_mask_and_no_evaluation(tmp_path):
     assert loop.model.residual_mask.tolist() == [0.0, 1.0]
     assert row["eval_return_mean"] != row["eval_return_mean"]  # NaN: not evaluated
     assert metrics(tmp_path / "run")[0]["eval_return_mean"] == "nan"
+
+
+@pytest.mark.parametrize("agent", ["sac", "ppo"])
+def test_sb3_agents_train_in_learned_envs_and_resume(tmp_path, agent):
+    """SB3 agents train in a seeded LearnedVecEnv, are saved each round and reloaded."""
+    kwargs = {"sac": {"learning_starts": 50}, "ppo": {"n_steps": 32, "batch_size": 32}}[agent]
+    config = tiny(
+        agent=agent, agent_updates=128, learned_envs=2, agent_kwargs=kwargs, eval_episodes=1
+    )
+    run = tmp_path / "run"
+    history = ModelBasedLoop("pendulum", config, run, log=None).run()
+    assert [row["real_steps"] for row in history] == [50, 100]
+    assert (run / "agents" / "agent_001.zip").is_file()
+    assert (run / "agents" / "agent_002.zip").is_file()
+    assert all(row["eval_return_mean"] < 0 for row in history)
+    again = ModelBasedLoop("pendulum", dataclasses.replace(config, iterations=3), run, log=None)
+    assert [row["real_steps"] for row in again.run()] == [50, 100, 150]
 
 
 def test_run_directory_layout_and_rows(tmp_path):

@@ -19,7 +19,7 @@ from hybridgym.agents.sb3 import (
     default_hyperparameters,
     make_agent,
 )
-from hybridgym.envs import LearnedVecEnv, get_task, task_names
+from hybridgym.envs import CustomTask, LearnedVecEnv, get_task, task_names
 from hybridgym.models import HybridODE, MLPResidual
 
 SB3_CLASSES = {"sac": SAC, "td3": TD3, "ppo": PPO}
@@ -91,6 +91,29 @@ def test_an_env_of_no_known_task_gets_the_base_defaults():
     assert default_hyperparameters(None, "sac") == BASE_DEFAULTS["sac"]
     assert agent.gamma == 0.99  # SB3's default, no task row applied
     assert_built_with(agent, BASE_DEFAULTS["sac"])
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["inferred", "task="])
+def test_a_custom_task_gets_the_base_defaults(explicit):
+    """A CustomTask (no row in the table, not known to get_task by name) is inferred from its
+    learned VecEnv or given as task=, and gets the algorithm's base defaults."""
+    task = CustomTask(
+        "my_pendulum",
+        state_names=("theta", "thetadot"),
+        action_names=("torque",),
+        dt=0.05,
+        reward=lambda x, u, x_next: -(x_next[:, 0] ** 2),
+        action_low=-2.0,
+        action_high=2.0,
+        start_low=-1.0,
+        start_high=1.0,
+        max_episode_steps=20,
+    )
+    venv = LearnedVecEnv(HybridODE(None, MLPResidual(2, 1), dt=0.05), task, 4)  # a neural ODE
+    agent = make_agent("sac", venv, **({"task": task} if explicit else {}))
+    assert agent.gamma == 0.99  # SB3's default, no task row applied
+    assert_built_with(agent, default_hyperparameters(task, "sac"))
+    assert default_hyperparameters(task, "sac") == BASE_DEFAULTS["sac"]
 
 
 def test_default_hyperparameters_returns_a_copy():

@@ -268,3 +268,53 @@ def test_cached_action_bounds_made_under_inference_mode_work_with_autograd():
     clipped = fresh.clip_action(action * 0.5)
     clipped.sum().backward()
     assert clipped.tolist() == [[1.5], [1.5]] and action.grad.tolist() == [[0.5], [0.5]]
+
+
+def test_check_dataset_names_the_task_the_data_belongs_to():
+    from hybridgym.models import TrajectoryDataset
+
+    pendulum, lotka = get_task("pendulum"), get_task("lotka_volterra")
+    data = TrajectoryDataset.collect(pendulum.make_real_env(), pendulum, steps=5)
+    assert pendulum.describes(data) and not lotka.describes(data)
+    pendulum.check_dataset(data)  # no error
+    with pytest.raises(ValueError, match=r"data/ holds data of task 'pendulum'.*'lotka_volterra'"):
+        lotka.check_dataset(data, "data/")
+    odd = TrajectoryDataset(state_names=("x", "v"), action_names=("u",), dt=0.05)
+    with pytest.raises(ValueError, match="holds data of another system"):
+        pendulum.check_dataset(odd)
+    slower = TrajectoryDataset(state_names=pendulum.state_names, action_names=("torque",), dt=0.1)
+    assert not pendulum.describes(slower)
+
+
+def test_model_task_reads_the_prior_and_learned_envs_refuse_another_task(monkeypatch):
+    from hybridgym.envs import LearnedEnv, PendulumTask, model_task
+    from hybridgym.envs import task as task_module
+    from hybridgym.models import Ensemble, HybridODE
+
+    pendulum = get_task("pendulum")
+    model = HybridODE(pendulum.make_prior(), None, dt=pendulum.dt)
+    assert model_task(model) == pendulum and model_task(Ensemble([model, model])) == pendulum
+    assert model_task(pendulum.make_oracle()) is None
+    with pytest.raises(ValueError, match=r"task 'cartpole_swingup' has 4 .*prior is task 'pendu"):
+        LearnedEnv(model, "cartpole_swingup")
+
+    class Twin(PendulumTask):  # the same variables as the pendulum: only the prior tells
+        name = "pendulum_twin"
+
+    monkeypatch.setitem(task_module._TASKS, "pendulum_twin", Twin)
+    with pytest.raises(ValueError, match="prior is that of task 'pendulum', but the task is 'pen"):
+        LearnedEnv(model, "pendulum_twin")
+    assert LearnedEnv(HybridODE(Twin().make_prior(), None, dt=0.05), "pendulum_twin").task.name
+
+
+def test_make_residual_is_structured_where_the_system_has_units():
+    from hybridgym.models import MLPResidual, UnitResidual
+
+    dc = get_task("datacenter", num_zones=3)
+    residual = dc.make_residual(hidden=(16,))
+    assert isinstance(residual, UnitResidual) and residual.num_units == 3
+    assert residual.unit_states == [[0, 3], [1, 4], [2, 5]]
+    assert residual.shared_states == [6, 7] and residual.hidden == (16,)
+    assert isinstance(dc.make_residual(structured=False), MLPResidual)
+    pendulum = get_task("pendulum").make_residual(activation="relu")
+    assert isinstance(pendulum, MLPResidual) and pendulum.angle_dims == (0,)

@@ -1,9 +1,10 @@
-"""MLPResidual: normalisation, angle features, and the allocation-free inference path."""
+"""Residual networks: MLPResidual (normalisation, angle features, the allocation-free inference
+path) and UnitResidual (one network shared by alike units)."""
 
 import pytest
 import torch
 
-from hybridgym.models import MLPResidual
+from hybridgym.models import HybridODE, MLPResidual, UnitResidual
 from hybridgym.models.residual import ACTIVATIONS
 
 
@@ -63,3 +64,85 @@ def test_a_new_residual_outputs_zero_and_bad_arguments():
         MLPResidual(2, 1, angle_dims=(2,))
     with pytest.raises(ValueError, match="state_dim must be an int >= 1"):
         MLPResidual(0, 1)
+
+
+# --- UnitResidual: one network shared by alike units --------------------------------------------
+def _zones(n, hidden=(8,)):
+    """n zones: (temperature, load) per zone, one action each, a shared clock (2 states)."""
+    return UnitResidual(
+        2 * n + 2,
+        n,
+        unit_states=[[i, n + i] for i in range(n)],
+        unit_outputs=[[i] for i in range(n)],
+        unit_actions=[[i] for i in range(n)],
+        shared_states=[2 * n, 2 * n + 1],
+        hidden=hidden,
+    )
+
+
+def test_unit_residual_is_shared_by_units_and_writes_only_their_outputs():
+    torch.manual_seed(0)
+    net = _zones(4)
+    torch.nn.init.normal_(net.net[-1].weight)
+    x, u = torch.randn(6, 10), torch.rand(6, 4)
+    out = net(x, u)
+    assert out.shape == (6, 10)
+    assert torch.all(out[:, 4:] == 0) and torch.all(out[:, :4] != 0)
+    # swapping two zones (states and actions) swaps their corrections: the weights are shared
+    perm = [2, 0, 3, 1]
+    xp = x.clone()
+    xp[:, :4], xp[:, 4:8] = x[:, perm], x[:, [4 + p for p in perm]]
+    torch.testing.assert_close(net(xp, u[:, perm])[:, :4], out[:, perm])
+    # leading batch dimensions (an ensemble's K x B) pass through
+    assert net(x[None].expand(3, -1, -1), u[None].expand(3, -1, -1)).shape == (3, 6, 10)
+
+
+def test_unit_residual_parameters_do_not_grow_with_units():
+    counts = {n: sum(p.numel() for p in _zones(n).parameters()) for n in (1, 4, 64)}
+    assert len(set(counts.values())) == 1, counts
+
+
+def test_unit_residual_statistics_pool_units_and_scale_the_penalty():
+    net = _zones(2)
+    x = torch.randn(100, 6) * torch.tensor([1.0, 3.0, 10.0, 30.0, 1.0, 1.0])
+    dxdt = torch.randn(100, 6) * torch.tensor([2.0, 4.0, 1.0, 1.0, 1.0, 1.0])
+    net.set_statistics(x, torch.rand(100, 2), dxdt)
+    pooled = torch.cat([x[:, 0], x[:, 1]])
+    assert net.input_shift[0] == pytest.approx(float(pooled.mean()), abs=1e-5)
+    assert net.input_scale[0] == pytest.approx(float(pooled.std()), rel=1e-5)
+    scale = net.state_scale()
+    assert scale.shape == (6,) and torch.all(scale[2:] == 1)
+    assert scale[0] == scale[1] == pytest.approx(float(torch.cat([dxdt[:, 0], dxdt[:, 1]]).std()))
+
+
+def test_unit_residual_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = HybridODE(None, _zones(3), dt=0.1, state_dim=8, action_dim=3)
+    torch.nn.init.normal_(model.residual.net[-1].weight)
+    model.save(tmp_path / "m.pt")
+    loaded = HybridODE.load(tmp_path / "m.pt")
+    assert isinstance(loaded.residual, UnitResidual)
+    x, u = torch.randn(4, 8), torch.rand(4, 3)
+    torch.testing.assert_close(loaded.step(x, u), model.step(x, u))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"unit_states": [[0, 4], [1]]}, "as many unit_states"),
+        ({"unit_outputs": [[0]]}, "one group per unit"),
+        ({"unit_states": [[0, 40], [1, 5]]}, "out of range"),
+        ({"unit_outputs": [[0], [0]]}, "must not overlap"),
+        ({"activation": "sigmoid"}, "activation"),
+    ],
+)
+def test_unit_residual_rejects_bad_groups(kwargs, message):
+    args = {
+        "state_dim": 6,
+        "action_dim": 2,
+        "unit_states": [[0, 2], [1, 3]],
+        "unit_outputs": [[0], [1]],
+        **kwargs,
+    }
+    with pytest.raises(ValueError, match=message):
+        UnitResidual(**args)

@@ -35,6 +35,48 @@ def test_systems_lists_every_task():
         assert expected in out.stdout
 
 
+#: the subcommands, each of which must answer --help without loading a heavy library
+SUBCOMMANDS = (
+    "systems", "demo", "loop", "collect", "fit", "distill", "train", "evaluate", "compare", "plot",
+)  # fmt: skip
+HEAVY = ("torch", "numpy", "stable_baselines3", "matplotlib", "gymnasium", "hybridgym.models")
+
+
+def test_help_of_every_subcommand_loads_no_heavy_library():
+    """``hybridgym --help`` and ``hybridgym SUBCOMMAND --help`` start in a fraction of a second:
+    torch, SB3, matplotlib and hybridgym's packages are imported only by a subcommand's run."""
+    script = f"""
+import contextlib, io, sys
+from hybridgym.scripts.main import main
+for argv in [["--help"]] + [[name, "--help"] for name in {SUBCOMMANDS!r}]:
+    with contextlib.redirect_stdout(io.StringIO()) as text, contextlib.suppress(SystemExit):
+        main(argv)
+    assert text.getvalue().startswith("usage: hybridgym"), argv
+print(sorted(m for m in {HEAVY!r} if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_states_the_library_defaults(capsys):
+    """The help texts name what the library uses (written out, as --help imports no torch)."""
+    from hybridgym.agents.compare import METHODS as COMPARED
+    from hybridgym.agents.diagnostics import HELD_OUT_SEED, MAX_HORIZON
+    from hybridgym.models import METHODS
+    from hybridgym.scripts.main import main
+
+    def help_text(command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert all(method in help_text("fit") for method in METHODS)
+    assert f"from {', '.join(COMPARED)} (default" in help_text("compare")
+    text = help_text("plot")
+    assert f"(default {HELD_OUT_SEED}:" in text and f"(default {MAX_HORIZON})" in text
+
+
 @pytest.mark.slow
 def test_demo_writes_summary_and_plots(tmp_path):
     out = _run(

@@ -1,0 +1,131 @@
+"""``hybridgym compare``: the model-based loop against model-free RL on the real system, over
+seeds, with a table, ``results.json`` and a plot of return against real steps."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from hybridgym.scripts.loop import parse_overrides
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "compare",
+        help="the model-based loop against model-free SAC: real steps to a return threshold",
+        description="Run the model-based loop and model-free RL on the same seeds, each until "
+        "its evaluation on the real system reaches the threshold or its budget of real steps "
+        "is spent. Writes OUT/results.json (after every trial: rerun the same command to "
+        "resume), OUT/results.md and OUT/return_vs_real_steps.png.",
+    )
+    parser.add_argument("--task", required=True, help="task name, e.g. pendulum")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="number of seeds, 0 to S-1 (default 3)"
+    )
+    parser.add_argument(
+        "--budget", type=int, required=True, help="real-system steps per method and seed"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
+    parser.add_argument(
+        "--methods",
+        default="loop,sac",
+        help="comma-separated, from loop, ppo, sac, td3 (default loop,sac)",
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=10,
+        help="real evaluation episodes per evaluation (default 10)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="model-free methods: evaluate every N real steps (default budget/16); the loop "
+        "evaluates after every iteration",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="return that counts as solved (default: the task's, -200 for pendulum; the other "
+        "tasks have none, and without one steps-to-threshold is null and runs use the budget)",
+    )
+    parser.add_argument(
+        "--loop-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a LoopConfig field, as in `hybridgym loop --set` (e.g. fit.iterations=300); "
+        "repeatable",
+    )
+    parser.add_argument(
+        "--agent-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an SB3 argument of the model-free methods, VALUE as JSON (e.g. "
+        "learning_starts=100); repeatable",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the small models here run fastest on one)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or per-run log")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from hybridgym.agents.compare import TABLE_COLUMNS, CompareConfig, Comparison
+
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    config = CompareConfig(
+        task=args.task,
+        budget=args.budget,
+        seeds=args.seeds,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        eval_episodes=args.eval_episodes,
+        eval_every=args.eval_every,
+        threshold=args.threshold,
+        loop=parse_overrides(args.loop_set),
+        model_free=parse_overrides(args.agent_set),
+    )
+    out = pathlib.Path(args.out or f"runs/compare-{config.task}")
+    console = Console(width=140)
+
+    def log(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    comparison = Comparison(config, out, log=None if args.quiet else log)
+    pending = comparison.pending()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=args.quiet) as progress:
+        job = progress.add_task("trials", total=len(pending))
+        for method, seed in pending:
+            progress.update(job, description=f"{method}, seed {seed}")
+            comparison.run_trial(method, seed)
+            progress.advance(job)
+    paths = comparison.write_reports()
+    table = Table(title=comparison.title())
+    for k, column in enumerate(TABLE_COLUMNS):
+        table.add_column(column, justify="left" if k == 0 else "right")
+    for row in comparison.table_rows():
+        table.add_row(*row)
+    console.print(table)
+    for path in paths:
+        console.print(f"wrote {path}", soft_wrap=True)
+    return 0
