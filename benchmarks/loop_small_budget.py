@@ -8,7 +8,7 @@ the issue's "no harvesting" / "zero cooling" (zero action) and the task's own
 (``hand_made_baseline``: the harvest-threshold controller, the proportional thermostat).
 
 Usage: python loop_small_budget.py [SEEDS] [TASKS] (default: 3, lotka_volterra)
-Writes benchmarks/results/loop_small_budget.json.
+Writes benchmarks/results/loop_small_budget_TASK.json per task.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def main() -> None:
         print("median " + " ".join(f"{c} {v:.2f}" for c, v in medians.items()))
         wins = {c: sum(r["loop"] > r[c] for r in sel) for c in columns if c != "loop"}
         print(f"loop better than: {wins} (of {len(sel)} seeds)")
-    print("wrote", write("loop_small_budget", {"rows": rows}))
+    for name in tasks:
+        sel = [r for r in rows if r["task"] == name]
+        print("wrote", write(f"loop_small_budget_{name}", {"rows": sel}))
 
 
 if __name__ == "__main__":
