@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-import torch
+from hybridgym.agents.compare import machine_info
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return {**machine_info(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def median_rate(fn: Callable[[], int], repeats: int = 5, min_seconds: float = 0.3) -> float:

@@ -40,6 +40,33 @@ def _as_slice(indices: list[int]) -> slice | list[int]:
     return indices
 
 
+def _check_network(hidden: Sequence[int], activation: str) -> tuple[int, ...]:
+    hidden = tuple(hidden)
+    for width in hidden:
+        _check_dim("every hidden width", width, 1)
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    return hidden
+
+
+def _build_network(module: nn.Module, in_dim: int, out_dim: int) -> None:
+    """``module.net`` (hidden layers, then a last layer at zero: a new hybrid model starts as
+    its prior) and the normalisation buffers ``set_statistics`` fills."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in module.hidden:
+        layers += [nn.Linear(width, h), ACTIVATIONS[module.activation]()]
+        width = h
+    last = nn.Linear(width, out_dim)
+    nn.init.zeros_(last.weight)
+    nn.init.zeros_(last.bias)
+    module.net = nn.Sequential(*layers, last)
+    module.register_buffer("input_shift", torch.zeros(in_dim))
+    module.register_buffer("input_scale", torch.ones(in_dim))
+    module.register_buffer("output_scale", torch.ones(out_dim))
+    module.register_buffer("statistics_set", torch.tensor(False))
+
+
 def _take(x: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
     return x[..., index] if isinstance(index, slice) else x.index_select(-1, index)
 
@@ -73,11 +100,7 @@ class MLPResidual(nn.Module):
         super().__init__()
         self.state_dim = _check_dim("state_dim", state_dim, 1)
         self.action_dim = _check_dim("action_dim", action_dim)
-        hidden = tuple(hidden)
-        for width in hidden:
-            _check_dim("every hidden width", width, 1)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        hidden = _check_network(hidden, activation)
         angle_dims = tuple(sorted(set(angle_dims)))
         if any(not 0 <= d < state_dim for d in angle_dims):
             raise ValueError(f"angle_dims must lie in [0, {state_dim}), got {angle_dims}")
@@ -96,19 +119,7 @@ class MLPResidual(nn.Module):
                 delattr(self, name)
                 self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
         in_dim = len(self._plain_dims) + 2 * len(angle_dims) + action_dim
-        layers: list[nn.Module] = []
-        width = in_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-            width = h
-        last = nn.Linear(width, state_dim)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*layers, last)
-        self.register_buffer("input_shift", torch.zeros(in_dim))
-        self.register_buffer("input_scale", torch.ones(in_dim))
-        self.register_buffer("output_scale", torch.ones(state_dim))
-        self.register_buffer("statistics_set", torch.tensor(False))
+        _build_network(self, in_dim, state_dim)
         self._workspaces: dict[tuple, list[torch.Tensor]] = {}
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -259,11 +270,7 @@ class UnitResidual(nn.Module):
         outputs = [d for g in self.unit_outputs for d in g]
         if len(set(outputs)) != len(outputs):
             raise ValueError(f"unit_outputs must not overlap, got {self.unit_outputs}")
-        hidden = tuple(hidden)
-        for width in hidden:
-            _check_dim("every hidden width", width, 1)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        hidden = _check_network(hidden, activation)
         self.hidden, self.activation, self.num_units = hidden, activation, units
         self.register_buffer("_states", torch.tensor(self.unit_states, dtype=torch.long))
         self.register_buffer("_outputs", torch.tensor(outputs, dtype=torch.long))
@@ -272,20 +279,7 @@ class UnitResidual(nn.Module):
         )
         self.register_buffer("_shared", torch.tensor(self.shared_states, dtype=torch.long))
         in_dim = self._states.shape[1] + self._actions.shape[1] + len(self.shared_states)
-        out_dim = len(self.unit_outputs[0])
-        layers: list[nn.Module] = []
-        width = in_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
-            width = h
-        last = nn.Linear(width, out_dim)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*layers, last)
-        self.register_buffer("input_shift", torch.zeros(in_dim))
-        self.register_buffer("input_scale", torch.ones(in_dim))
-        self.register_buffer("output_scale", torch.ones(out_dim))
-        self.register_buffer("statistics_set", torch.tensor(False))
+        _build_network(self, in_dim, len(self.unit_outputs[0]))
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Per-unit network inputs before normalisation, ... x units x in_dim."""
