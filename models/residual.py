@@ -87,6 +87,8 @@ class MLPResidual(nn.Module):
         activation: one of ``tanh``, ``relu``, ``gelu``, ``silu``, ``softplus``, ``elu``.
         angle_dims: state dimensions that are angles; the network sees (sin, cos) of them
             instead of the raw (possibly unwrapped) angle.
+        input_dims: the state dimensions the network sees (None: all). Leaving one out builds
+            in a symmetry (a cart-pole's dynamics do not depend on where the cart is).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class MLPResidual(nn.Module):
         hidden: Sequence[int] = (64, 64),
         activation: str = "tanh",
         angle_dims: Sequence[int] = (),
+        input_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.state_dim = _check_dim("state_dim", state_dim, 1)
@@ -104,13 +107,18 @@ class MLPResidual(nn.Module):
         angle_dims = tuple(sorted(set(angle_dims)))
         if any(not 0 <= d < state_dim for d in angle_dims):
             raise ValueError(f"angle_dims must lie in [0, {state_dim}), got {angle_dims}")
+        inputs = list(range(state_dim)) if input_dims is None else sorted(set(input_dims))
+        if any(not isinstance(d, int) or not 0 <= d < state_dim for d in inputs):
+            raise ValueError(f"input_dims must lie in [0, {state_dim}), got {input_dims}")
         self.hidden = hidden
         self.activation = activation
         self.angle_dims = angle_dims
-        self._plain_dims = [d for d in range(state_dim) if d not in angle_dims]
+        self.input_dims = None if input_dims is None else tuple(inputs)
+        self._plain_dims = [d for d in inputs if d not in angle_dims]
+        self._angle_inputs = [d for d in inputs if d in angle_dims]
         # contiguous index sets become slices (views) instead of gathers
         self._plain_index = _as_slice(self._plain_dims)
-        self._angle_index = _as_slice(list(angle_dims))
+        self._angle_index = _as_slice(self._angle_inputs)
         # other index sets: index_select with a tensor (advanced indexing with a list costs
         # about 10x more per call, which shows in planning loops)
         for name in ("_plain_index", "_angle_index"):
@@ -118,14 +126,14 @@ class MLPResidual(nn.Module):
             if isinstance(index, list):
                 delattr(self, name)
                 self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
-        in_dim = len(self._plain_dims) + 2 * len(angle_dims) + action_dim
+        in_dim = len(self._plain_dims) + 2 * len(self._angle_inputs) + action_dim
         _build_network(self, in_dim, state_dim)
         self._workspaces: dict[tuple, list[torch.Tensor]] = {}
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Network inputs before normalisation, B x in_dim."""
         parts = [_take(x, self._plain_index)] if self._plain_dims else []
-        if self.angle_dims:
+        if self._angle_inputs:
             angles = _take(x, self._angle_index)
             parts += [torch.sin(angles), torch.cos(angles)]
         if self.action_dim:
@@ -203,6 +211,7 @@ class MLPResidual(nn.Module):
             "hidden": list(self.hidden),
             "activation": self.activation,
             "angle_dims": list(self.angle_dims),
+            "input_dims": None if self.input_dims is None else list(self.input_dims),
         }
 
 

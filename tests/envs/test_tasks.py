@@ -318,3 +318,4 @@ def test_make_residual_is_structured_where_the_system_has_units():
     assert isinstance(dc.make_residual(structured=False), MLPResidual)
     pendulum = get_task("pendulum").make_residual(activation="relu")
     assert isinstance(pendulum, MLPResidual) and pendulum.angle_dims == (0,)
+    assert pendulum.input_dims is None

@@ -146,3 +146,22 @@ def test_unit_residual_rejects_bad_groups(kwargs, message):
     }
     with pytest.raises(ValueError, match=message):
         UnitResidual(**args)
+
+
+def test_input_dims_leave_a_state_out_of_the_network():
+    torch.manual_seed(0)
+    net = MLPResidual(4, 1, hidden=(8,), angle_dims=(2,), input_dims=(1, 2, 3))
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x, u = torch.randn(5, 4), torch.randn(5, 1)
+    moved = x.clone()
+    moved[:, 0] += 3.0  # the cart elsewhere on the track
+    torch.testing.assert_close(net(moved, u), net(x, u))
+    assert net.features(x, u).shape == (5, 1 + 2 + 1 + 1)  # xdot, sin/cos theta, thetadot, u
+    full = MLPResidual(4, 1, hidden=(8,), angle_dims=(2,))
+    assert full.features(x, u).shape == (5, 6) and full.config()["input_dims"] is None
+    again = MLPResidual(**net.config())
+    again.load_state_dict(net.state_dict())
+    torch.testing.assert_close(again(x, u), net(x, u))
+    with pytest.raises(ValueError, match="input_dims"):
+        MLPResidual(4, 1, input_dims=(0, 4))
