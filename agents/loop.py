@@ -26,11 +26,12 @@ import dataclasses
 import difflib
 import io
 import json
+import math
 import os
 import pathlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,8 @@ from hybridgym.models import (
 )
 from hybridgym.models.arrays import unwrap_angles
 from hybridgym.models.files import atomic_write_text
+from hybridgym.models.hybrid import METHODS
+from hybridgym.models.residual import ACTIVATIONS
 
 AGENTS = ("differentiable", "mpc", "sac", "td3", "ppo")
 METRIC_COLUMNS = (
@@ -154,11 +157,15 @@ class LoopConfig:
         for name in (*positive, "error_horizon", "substeps", "ensemble"):
             _check_int(name, getattr(self, name), 1)
         _check_int("eval_episodes", self.eval_episodes, 0)
+        if isinstance(self.collect_schedule, str) or not isinstance(
+            self.collect_schedule, Sequence
+        ):
+            raise TypeError(
+                f"collect_schedule must be a tuple of ints, got {self.collect_schedule!r}"
+            )
         object.__setattr__(self, "collect_schedule", tuple(self.collect_schedule))
         for steps in self.collect_schedule:
             _check_int("every collect_schedule entry", steps, 1)
-        if self.residual_mask is not None:
-            object.__setattr__(self, "residual_mask", tuple(self.residual_mask))
         _check_int("initial_steps", self.initial_steps, 1)
         _check_int("seed", self.seed, 0)
         _check_int("eval_seed", self.eval_seed, 0)
@@ -174,18 +181,67 @@ class LoopConfig:
             hint = difflib.get_close_matches(str(self.agent), AGENTS, n=1)
             tip = f"; did you mean {hint[0]!r}?" if hint else ""
             raise ValueError(f"agent must be one of {AGENTS}, got {self.agent!r}{tip}")
-        if not 0 <= self.start_fraction <= 1:
+        if not (_is_real(self.start_fraction) and 0 <= self.start_fraction <= 1):
             raise ValueError(f"start_fraction must be in [0, 1], got {self.start_fraction!r}")
+        for name in ("prior", "residual", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not (self.prior or self.residual):
             raise ValueError("a model needs the prior, the residual or both (prior/residual)")
+        self._check_model_fields()
+        if self.stop_return is not None and not (
+            _is_real(self.stop_return) and not math.isnan(self.stop_return)
+        ):
+            raise ValueError(f"stop_return must be a number or None, got {self.stop_return!r}")
+        if not isinstance(self.device, str) or not self.device.strip():
+            raise TypeError(
+                f"device must be a torch device name such as 'cpu', got {self.device!r}"
+            )
         for name in ("agent_kwargs", "fit"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"{name} must be a dict, got {getattr(self, name)!r}")
+            keys = [k for k in getattr(self, name) if not isinstance(k, str)]
+            if keys:
+                raise TypeError(f"{name} must have str keys (field names), got {keys!r}")
         known = {f.name for f in dataclasses.fields(FitConfig)}
         unknown = sorted(set(self.fit) - known)
         if unknown:
             raise ValueError(f"fit has unknown FitConfig fields {unknown}; known: {sorted(known)}")
-        object.__setattr__(self, "hidden", tuple(self.hidden))
+        try:
+            FitConfig(**self.fit)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"fit: {error}") from None
+
+    def _check_model_fields(self) -> None:
+        """hidden, activation, method, residual_mask and prior_perturbation."""
+        for name in ("hidden", "residual_mask"):
+            value = getattr(self, name)
+            if value is None and name == "residual_mask":
+                continue
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        for width in self.hidden:
+            _check_int("every hidden entry (a layer width)", width, 1)
+        if self.residual_mask is not None:
+            for dim in self.residual_mask:
+                _check_int("every residual_mask entry (a state dimension)", dim, 0)
+            if len(set(self.residual_mask)) != len(self.residual_mask):
+                raise ValueError(f"residual_mask repeats a dimension: {self.residual_mask}")
+        for name, known in (("activation", tuple(ACTIVATIONS)), ("method", METHODS)):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in known:
+                hint = difflib.get_close_matches(str(value), known, n=1)
+                tip = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ValueError(f"{name} must be one of {known}, got {value!r}{tip}")
+        perturbation = self.prior_perturbation
+        if perturbation is not None and not (
+            _is_real(perturbation) and math.isfinite(perturbation) and perturbation >= 0
+        ):
+            raise ValueError(
+                f"prior_perturbation must be a finite number >= 0 or None (the task's default), "
+                f"got {perturbation!r}"
+            )
 
     @classmethod
     def for_task(cls, task: Task | str, **overrides: Any) -> LoopConfig:
@@ -198,6 +254,8 @@ class LoopConfig:
         by_agent = values.pop("agent_kwargs", {})
         values["agent_kwargs"] = dict(by_agent.get(agent, {})) if isinstance(agent, str) else {}
         for key in ("fit", "agent_kwargs"):  # nested dicts merge
+            if key in overrides and not isinstance(overrides[key], dict):
+                raise TypeError(f"{key} must be a dict of field values, got {overrides[key]!r}")
             if key in overrides and key in values:
                 overrides = {**overrides, key: {**values[key], **overrides[key]}}
         values.update(overrides)
@@ -321,6 +379,10 @@ LOOP_DEFAULTS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

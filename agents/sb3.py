@@ -9,6 +9,7 @@ normalised action space [-1, 1].
 
 from __future__ import annotations
 
+import base64
 import copy
 import difflib
 import importlib
@@ -17,6 +18,7 @@ import io
 import json
 import os
 import pathlib
+import pickle
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -256,13 +258,25 @@ def load_agent(
     """Load an SB3 agent saved with ``agent.save(path)`` (a zip), attached to ``env``.
 
     The replay buffer is not part of the file: an off-policy agent continues with an empty
-    one.
+    one. The file is treated as untrusted: its pickled fields (spaces, schedules, policy
+    class, ...) are read with an unpickler that builds only the SB3, Gymnasium and NumPy
+    classes an agent made by :func:`make_agent` holds, and its tensors with
+    ``torch.load(weights_only=True)``; anything else is refused with a ``ValueError`` before
+    it runs.
     """
     cls = ALGOS[_algo_name(algo)]
     if not os.path.exists(path):
         raise FileNotFoundError(f"no saved {algo} agent at {path}")
+    safe = _safe_serialized_fields(path)  # SB3 itself would cloudpickle.loads these fields
     env = _resolve_env(env) if env is not None else None
-    return cls.load(os.fspath(path), env=env, device=device)
+    try:
+        return cls.load(os.fspath(path), env=env, device=device, custom_objects=safe)
+    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) of a .pth entry
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{path} holds weights that are not plain tensors (unpickling them could run code; "
+            f"nothing was run): {first_line}"
+        ) from None
 
 
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike[str]) -> pathlib.Path:
@@ -300,6 +314,92 @@ def saved_algo(path: str | os.PathLike[str]) -> str:
         f"{path} holds an SB3 agent with policy from {module or 'an unknown module'}; "
         f"hybridgym loads {', '.join(sorted(ALGOS))}"
     )
+
+
+#: (module, name) of every global a pickled field of an agent saved by hybridgym may name
+_SAFE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {(c.__module__, c.__qualname__) for a in ALGOS.values() for c in a.policy_aliases.values()}
+    | {
+        ("gymnasium.spaces.box", "Box"),
+        ("collections", "deque"),  # ep_info_buffer, ep_success_buffer of a trained agent
+        ("numpy", "dtype"),
+        *(("numpy", name) for name in ("float16", "float32", "float64", "int32", "int64")),
+        *(("numpy", name) for name in ("bool_", "uint8", "ndarray")),
+        *((f"numpy.{core}.numeric", "_frombuffer") for core in ("_core", "core")),
+        *(
+            (f"numpy.{core}.multiarray", n)
+            for core in ("_core", "core")
+            for n in ("_reconstruct", "scalar")
+        ),
+        *(("numpy.random._pickle", n) for n in ("__generator_ctor", "__bit_generator_ctor")),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        *(("numpy.random._pcg64", n) for n in ("PCG64", "PCG64DXSM")),
+        ("numpy.random._mt19937", "MT19937"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        *(("stable_baselines3.common.buffers", n) for n in ("ReplayBuffer", "RolloutBuffer")),
+        *(
+            ("stable_baselines3.common.buffers", n)
+            for n in ("DictReplayBuffer", "DictRolloutBuffer")
+        ),
+        *(
+            ("stable_baselines3.common.type_aliases", n)
+            for n in ("TrainFreq", "TrainFrequencyUnit")
+        ),
+        *(
+            ("stable_baselines3.common.utils", n)
+            for n in ("FloatSchedule", "ConstantSchedule", "LinearSchedule")
+        ),
+        *(
+            ("stable_baselines3.common.noise", n)
+            for n in ("NormalActionNoise", "OrnsteinUhlenbeckActionNoise", "VectorizedActionNoise")
+        ),
+    }
+)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Builds only the classes in :data:`_SAFE_GLOBALS` (no functions, no code objects)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _SAFE_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+def _safe_serialized_fields(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The fields SB3 stores cloudpickled in the zip's ``data``, unpickled safely."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a stable-baselines3 agent (a zip written by agent.save): {err}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a stable-baselines3 agent: its data is not a dict")
+    fields = {}
+    for key, item in data.items():
+        if not (isinstance(item, dict) and ":serialized:" in item):
+            continue
+        try:
+            raw = base64.b64decode(str(item[":serialized:"]).encode())
+            fields[key] = _SafeUnpickler(io.BytesIO(raw)).load()
+        except _RefusedGlobal as err:
+            raise ValueError(
+                f"{path}: field {key!r} of the saved agent refers to {err}, which hybridgym does "
+                "not load from agent files (unpickling it could run code; nothing was run). "
+                "Load only agents saved by hybridgym with its SB3 algorithms and MlpPolicy"
+            ) from None
+        except Exception as err:  # untrusted bytes: any failure means a bad field
+            raise ValueError(
+                f"{path}: field {key!r} of the saved agent is unreadable: {err}"
+            ) from None
+    return fields
 
 
 def _algo_name(algo: str) -> str:

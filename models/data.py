@@ -187,7 +187,8 @@ def _validated_arrays(
             f"{label}: times must have shape ({steps + 1},), one per state, got {t.shape}"
         )
     _check_finite(t, label, "times", ())
-    gaps = np.diff(t)
+    with np.errstate(over="ignore"):  # -1e308 -> 1e308 is an increase, its gap overflows
+        gaps = np.diff(t)
     if not (gaps > 0).all():
         k = int(np.argmax(gaps <= 0)) + 1
         raise ValueError(
@@ -219,7 +220,14 @@ def _default_times(steps: int, dt: float | None, label: str, t0: float = 0.0) ->
             f"{label}: has no times and no dt is set; pass times (T+1 values) or dt "
             "(the control interval, then times = t0 + dt * arange(T+1))"
         )
-    return t0 + dt * np.arange(steps + 1, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        times = t0 + dt * np.arange(steps + 1, dtype=np.float64)
+    if not np.isfinite(times).all():
+        raise ValueError(
+            f"{label}: dt={dt!r} and t0={t0!r} give times that are not finite over {steps} "
+            "steps (t0 + dt * arange(T+1)); pass a smaller dt or t0, or times"
+        )
+    return times
 
 
 def _check_seed(seed: Any) -> int:
@@ -1351,6 +1359,7 @@ def _read_csv(path: Path) -> tuple[dict[str, Any] | None, list[str], list[tuple[
                 raise ValueError(f"{path} line 1: unreadable metadata: {error}") from None
             if not isinstance(meta, dict) or not {"state_names", "action_names"} <= meta.keys():
                 raise ValueError(f"{path} line 1: the metadata lacks state_names or action_names")
+            _check_csv_meta(meta, path)
         skipped += 1
     reader = csv.reader(lines[skipped:])
     header = next(reader, None)
@@ -1358,6 +1367,22 @@ def _read_csv(path: Path) -> tuple[dict[str, Any] | None, list[str], list[tuple[
         raise ValueError(f"{path} has no header row")
     rows = [(skipped + i + 2, row) for i, row in enumerate(reader) if any(c.strip() for c in row)]
     return meta, [c.strip() for c in header], rows
+
+
+def _check_csv_meta(meta: dict[str, Any], path: Path) -> None:
+    """The metadata line of a to_csv file holds valid names, dt and angle dims, or an error that
+    names the file and the key."""
+    try:
+        state_names = _check_names(meta["state_names"], "state_names")
+        _check_names(meta["action_names"], "action_names")
+        _check_dt(meta.get("dt"))
+        _check_angle_dims(meta.get("angle_dims", ()), len(state_names))
+    except (TypeError, ValueError) as error:
+        raise type(error)(
+            f"{path} line 1: the metadata written by to_csv is invalid: {error}; fix or delete "
+            "that line (then pass state_columns and action_columns)"
+        ) from None
+    meta["state_names"], meta["action_names"] = list(state_names), list(meta["action_names"])
 
 
 class _CsvColumns:

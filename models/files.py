@@ -27,20 +27,31 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     The bytes go to a temporary file in the same folder (``.NAME.RANDOM.tmp``, the folder is
     created if needed), which is flushed and fsynced, then renamed over ``path`` with
     ``os.replace``; a failure removes the temporary file and leaves ``path`` as it was.
+
+    Raises:
+        OSError: the folder or file could not be written (read-only, full disk, ...); the
+            error keeps its class and errno and its message names ``path`` (a full disk
+            alone reports no file name).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise type(err)(
+            err.errno, f"cannot write {path}: {reason} (the file was left as it was)"
+        ) from err
     fsync_directory(path.parent)
     return path
 

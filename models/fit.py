@@ -55,6 +55,12 @@ def _non_negative(name: str, value: Any) -> None:
         raise ValueError(f"FitConfig.{name} must be a number >= 0, got {value!r}")
 
 
+def _finite_non_negative(name: str, value: Any) -> None:
+    _non_negative(name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"FitConfig.{name} must be finite, got {value!r}")
+
+
 @dataclass(frozen=True)
 class FitConfig:
     """How to fit (all fields have working defaults).
@@ -116,10 +122,9 @@ class FitConfig:
             _positive_int("batch_size", self.batch_size)
         if self.patience is not None:
             _positive_int("patience", self.patience)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"FitConfig.seed must be an int, got {self.seed!r}")
+        _positive_int("seed", self.seed, 0)  # numpy's generators take seeds >= 0
         for name in ("learning_rate", "residual_penalty", "weight_decay"):
-            _non_negative(name, getattr(self, name))
+            _finite_non_negative(name, getattr(self, name))
         if not self.learning_rate > 0:
             raise ValueError(f"FitConfig.learning_rate must be > 0, got {self.learning_rate!r}")
         _non_negative("curriculum", self.curriculum)
@@ -132,6 +137,13 @@ class FitConfig:
             )
         if self.grad_clip is not None:
             _non_negative("grad_clip", self.grad_clip)
+            if self.grad_clip == 0:
+                raise ValueError(
+                    "FitConfig.grad_clip must be > 0 (0 would zero every gradient); "
+                    "use None for no clipping"
+                )
+        if not isinstance(self.progress, bool):
+            raise TypeError(f"FitConfig.progress must be True or False, got {self.progress!r}")
         if self.sensitivity not in SENSITIVITIES:
             raise ValueError(
                 f"FitConfig.sensitivity must be one of {SENSITIVITIES}, got {self.sensitivity!r}"
@@ -141,9 +153,16 @@ class FitConfig:
                 f"FitConfig.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}"
             )
         if self.huber_delta is not None:
-            _non_negative("huber_delta", self.huber_delta)
+            _finite_non_negative("huber_delta", self.huber_delta)
             if self.huber_delta == 0:
                 raise ValueError("FitConfig.huber_delta must be > 0 or None")
+        horizons = self.validation_horizons
+        if isinstance(horizons, str) or not isinstance(horizons, Sequence):
+            raise TypeError(
+                f"FitConfig.validation_horizons must be a tuple of ints >= 1, e.g. (1, 10), "
+                f"got {horizons!r}"
+            )
+        object.__setattr__(self, "validation_horizons", tuple(horizons))
         if not self.validation_horizons:
             raise ValueError("FitConfig.validation_horizons must name at least one horizon")
         for k in self.validation_horizons:

@@ -1,0 +1,367 @@
+"""Hardening (issue 7): untrusted files run no code, same seed gives the same run bit for bit,
+one loop per run directory, and a failed write names its file and keeps the earlier data.
+
+docs/guarantees.md lists these promises and points at the tests below.
+"""
+
+import base64
+import csv
+import errno
+import hashlib
+import io
+import json
+import os
+import pathlib
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import SAC
+
+from hybridgym.agents import (
+    DifferentiablePolicyAgent,
+    LoopConfig,
+    ModelBasedLoop,
+    PolicyTrainingConfig,
+    load_agent,
+    load_controller,
+    load_planner,
+    make_agent,
+    save_agent,
+    save_planner,
+)
+from hybridgym.agents.loop import TIMING_COLUMNS
+from hybridgym.envs import get_task
+from hybridgym.envs.learned import LearnedEnv, load_model
+from hybridgym.models import Ensemble, HybridODE, MLPResidual, TrajectoryDataset
+from hybridgym.models.hybrid import CHECKPOINT_VERSION
+
+# the small loop of tests/agents/test_loop.py: 2 iterations of 50 real pendulum steps
+TINY = {
+    "agent": "differentiable",
+    "iterations": 2,
+    "initial_steps": 50,
+    "steps_per_iteration": 50,
+    "episode_steps": 25,
+    "agent_updates": 5,
+    "eval_episodes": 2,
+    "agent_kwargs": {"batch_size": 32, "horizon": 8},
+}
+
+
+def tiny(**kwargs):
+    return LoopConfig.for_task("pendulum", **{**TINY, **kwargs})
+
+
+# --- untrusted files ---------------------------------------------------------------------------
+class Touch:
+    """Unpickling this creates ``target``: the stand-in for code an attacker runs."""
+
+    def __init__(self, target):
+        self.target = pathlib.Path(target)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.target,))
+
+
+def _model(task="pendulum"):
+    task = get_task(task)
+    torch.manual_seed(0)
+    return HybridODE(task.make_prior(), MLPResidual(task.state_dim, task.action_dim, hidden=(8,)),
+                     dt=task.dt)  # fmt: skip
+
+
+def _plant_checkpoint(path, fmt, target):
+    """A torch checkpoint with the right format tag whose unpickling would touch ``target``."""
+    torch.save({"format": fmt, "version": CHECKPOINT_VERSION, "payload": Touch(target)}, path)
+    return path
+
+
+def _would_run(load, tmp_path):
+    """The planted file is live: an unguarded load does create the file."""
+    witness = tmp_path / "witness"
+    try:
+        load(witness)
+    except Exception:
+        pass
+    assert witness.exists(), "the planted pickle should run code when loaded unguarded"
+
+
+POLICY = "hybridgym.DifferentiablePolicyAgent"
+LOADERS = {
+    "HybridODE.load": ("hybridgym.HybridODE", HybridODE.load),
+    "Ensemble.load": ("hybridgym.Ensemble", Ensemble.load),
+    "envs.load_model": ("hybridgym.HybridODE", load_model),
+    "DifferentiablePolicyAgent.load": (POLICY, DifferentiablePolicyAgent.load),
+    "load_controller": (POLICY, lambda p: load_controller(p, "pendulum")),
+}
+
+
+@pytest.mark.parametrize("loader", sorted(LOADERS))
+def test_checkpoints_that_would_run_code_are_refused(loader, tmp_path):
+    fmt, load = LOADERS[loader]
+    target = tmp_path / "pwned"
+    path = _plant_checkpoint(tmp_path / "evil.pt", fmt, target)
+    _would_run(lambda w: torch.load(_plant_checkpoint(tmp_path / "w.pt", fmt, w),
+                                    weights_only=False), tmp_path)  # fmt: skip
+    refused = "nothing from it was executed|is not an agent file"  # load_controller: the latter
+    with pytest.raises(ValueError, match=refused) as info:
+        load(path)
+    assert str(path) in str(info.value)
+    assert not target.exists()
+
+
+def test_the_policy_format_tag_is_the_one_the_agent_writes(tmp_path):
+    path = DifferentiablePolicyAgent("pendulum", PolicyTrainingConfig(hidden=(8,))).save(
+        tmp_path / "policy.pt"
+    )
+    assert torch.load(path, weights_only=True)["format"] == LOADERS["load_controller"][0]
+
+
+def test_an_episode_file_with_pickled_objects_is_refused(tmp_path):
+    data = TrajectoryDataset.from_arrays(np.zeros((3, 2)), np.zeros((2, 1)), dt=0.05)
+    data.save(tmp_path / "data")
+    target = tmp_path / "pwned"
+    episode = tmp_path / "data" / "episodes" / "episode_000000.npz"
+    objects = np.empty(3, dtype=object)
+    objects[:] = [Touch(target), 0.0, 0.0]
+    np.savez(episode, states=objects, actions=np.zeros((2, 1)), times=np.arange(3) * 0.05)
+    with np.load(episode, allow_pickle=True) as archive:  # live: an unguarded read runs it
+        archive["states"]
+    assert target.exists()
+    target.unlink()
+    with pytest.raises(ValueError, match=f"{episode} is not a readable episode file"):
+        TrajectoryDataset.load(tmp_path / "data")
+    assert not target.exists()
+
+
+def _rewrite_zip(path, entry, new_bytes):
+    with zipfile.ZipFile(path) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    entries[entry] = new_bytes
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, raw in entries.items():
+            archive.writestr(name, raw)
+
+
+@pytest.fixture(scope="module")
+def sac_zip(tmp_path_factory):
+    agent = make_agent("sac", "pendulum", policy_kwargs={"net_arch": [8]})
+    return save_agent(agent, tmp_path_factory.mktemp("sac") / "sac.zip")
+
+
+@pytest.mark.parametrize("field", ["lr_schedule", "policy_class", "observation_space"])
+def test_an_sb3_zip_whose_data_would_run_code_is_refused(sac_zip, field, tmp_path):
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.zip"
+    shutil.copy(sac_zip, path)
+    with zipfile.ZipFile(path) as archive:
+        data = json.loads(archive.read("data"))
+    data[field] = {":serialized:": base64.b64encode(pickle.dumps(Touch(target))).decode()}
+    _rewrite_zip(path, "data", json.dumps(data).encode())
+    try:  # live: SB3's own load cloudpickles the field and runs it
+        SAC.load(path)
+    except Exception:
+        pass
+    assert target.exists()
+    target.unlink()
+    refused = rf"field '{field}' .*could run code; nothing was run"
+    with pytest.raises(ValueError, match=refused):
+        load_agent("sac", path, "pendulum")
+    # load_controller reads the algorithm from the policy class's module name first
+    if field == "policy_class":
+        refused = "policy from an unknown module"
+    with pytest.raises(ValueError, match=refused):
+        load_controller(path, "pendulum")
+    assert not target.exists()
+    # the untouched file still loads, through both doors
+    assert isinstance(load_agent("sac", sac_zip, "pendulum"), SAC)
+    assert isinstance(load_controller(sac_zip, "pendulum"), SAC)
+
+
+def test_an_sb3_zip_whose_weights_would_run_code_is_refused(sac_zip, tmp_path):
+    target = tmp_path / "pwned"
+    path = tmp_path / "evil.zip"
+    shutil.copy(sac_zip, path)
+    buffer = io.BytesIO()
+    torch.save({"actor.latent_pi.0.weight": Touch(target)}, buffer)
+    _rewrite_zip(path, "policy.pth", buffer.getvalue())
+    with pytest.raises(ValueError, match="nothing was run"):
+        load_agent("sac", path, "pendulum")
+    assert not target.exists()
+
+
+def test_a_planner_file_loads_its_model_safely(tmp_path):
+    model = _model().save(tmp_path / "model.pt")
+    planner = save_planner(tmp_path / "planner.json", model, "pendulum", horizon=4, samples=8)
+    target = tmp_path / "pwned"
+    _plant_checkpoint(model, "hybridgym.HybridODE", target)
+    for load in (lambda: load_planner(planner), lambda: load_controller(planner, "pendulum")):
+        with pytest.raises(ValueError, match="nothing from it was executed"):
+            load()
+    assert not target.exists()
+
+
+def test_a_model_of_another_task_or_state_size_names_the_mismatch(tmp_path):
+    pendulum = _model().save(tmp_path / "pendulum.pt")
+    with pytest.raises(ValueError, match=r"the model has 2 states and 1 actions, task 'cartpole"):
+        LearnedEnv(pendulum, "cartpole_swingup")
+    with pytest.raises(ValueError, match="the model has 2 states"):
+        save_planner(tmp_path / "p.json", pendulum, "cartpole_swingup")
+    ensemble = Ensemble([_model(), _model()]).save(tmp_path / "ensemble.pt")
+    with pytest.raises(ValueError, match=r"not a hybridgym\.HybridODE checkpoint.*Ensemble"):
+        HybridODE.load(ensemble)
+    policy = DifferentiablePolicyAgent("pendulum", PolicyTrainingConfig(hidden=(8,)))
+    policy.save(tmp_path / "policy.pt")
+    with pytest.raises(ValueError, match="controller of task 'pendulum', not 'cartpole_swingup'"):
+        load_controller(tmp_path / "policy.pt", "cartpole_swingup")
+
+
+# --- determinism -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def twin_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("twins")
+    for name in ("a", "b"):
+        ModelBasedLoop("pendulum", tiny(), root / name, log=None).run()
+    return root / "a", root / "b"
+
+
+def _same(a, b, where):
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            _same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{k}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    else:
+        assert a == b or (a != a and b != b), where  # NaN equals NaN here
+
+
+def _rows_without_timing(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in csv.DictReader(f)]
+
+
+def test_same_seed_and_config_give_bitwise_equal_runs_on_cpu(twin_runs):
+    a, b = twin_runs
+    da, db = TrajectoryDataset.load(a / "data"), TrajectoryDataset.load(b / "data")
+    assert len(da) == len(db) == 4
+    for ea, eb in zip(da.episodes, db.episodes, strict=True):
+        for name in ("states", "actions", "times", "rewards"):
+            np.testing.assert_array_equal(getattr(ea, name), getattr(eb, name), err_msg=name)
+    files = sorted(
+        p.relative_to(a) for folder in ("models", "agents") for p in (a / folder).iterdir()
+    )
+    assert [str(p) for p in files] == [
+        "agents/agent_001.pt", "agents/agent_002.pt", "models/model_001.pt", "models/model_002.pt"
+    ]  # fmt: skip
+    for rel in files:  # every tensor of every checkpoint, bit for bit
+        _same(
+            torch.load(a / rel, weights_only=True), torch.load(b / rel, weights_only=True), str(rel)
+        )
+    for rel in ("models/model_002.pt",):
+        sa, sb = HybridODE.load(a / rel).state_dict(), HybridODE.load(b / rel).state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    rows = _rows_without_timing(a)
+    assert len(rows) == 2 and rows == _rows_without_timing(b)  # the CSV text, not rounded floats
+    assert json.loads((a / "state.json").read_text()) == json.loads((b / "state.json").read_text())
+
+
+# --- concurrency -------------------------------------------------------------------------------
+def test_a_live_lock_names_its_pid_and_a_stale_lock_is_taken_over(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (run / "lock").write_text(f"{sleeper.pid}\n")
+        with pytest.raises(FileExistsError, match=rf"{run} is in use by process {sleeper.pid}\b"):
+            ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+        assert sorted(p.name for p in run.iterdir()) == ["lock"]  # nothing written
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid names no process
+    (run / "lock").write_text(f"{dead.pid}\n")
+    history = ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+    assert [row["real_steps"] for row in history] == [50]
+    assert json.loads((run / "state.json").read_text())["finished"] is True
+    assert not (run / "lock").exists()
+
+
+# --- disk problems -----------------------------------------------------------------------------
+def _fingerprint(run):
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file()
+        and (
+            p.parts[len(run.parts)] in ("data", "models", "agents")
+            or p.name in ("state.json", "metrics.csv", "config.json")
+        )
+    }
+
+
+def _make_read_only(run):
+    for folder in [run, *(p for p in run.rglob("*") if p.is_dir())]:
+        folder.chmod(0o555)
+
+
+def _make_writable(run):
+    for folder in [run, *(p for p in run.rglob("*") if p.is_dir())]:
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("problem", ["read_only", "disk_full"])
+def test_a_failed_write_names_the_file_and_keeps_the_earlier_run(problem, tmp_path, monkeypatch):
+    if problem == "read_only" and os.geteuid() == 0:
+        pytest.skip("root writes through chmod 0o555; the disk_full case covers this")
+    run = tmp_path / "run"
+    ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+    before = _fingerprint(run)
+    assert "data/episodes/episode_000001.npz" in before and "state.json" in before
+    if problem == "read_only":
+        _make_read_only(run)
+        error, code = PermissionError, errno.EACCES
+    else:
+        real_replace = os.replace
+
+        def full_disk(src, dst, *args, **kwargs):
+            if pathlib.Path(dst).is_relative_to(run):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write(2) reports it
+            return real_replace(src, dst, *args, **kwargs)
+
+        monkeypatch.setattr(os, "replace", full_disk)
+        error, code = OSError, errno.ENOSPC
+    try:
+        # read-only: the lock file is the first write and its error names it; full disk:
+        # write(2) names no file, atomic_write_bytes adds it
+        with pytest.raises(error, match=re.escape(f"{run}/")) as info:
+            ModelBasedLoop("pendulum", tiny(iterations=2), run, log=None).run()
+        assert info.value.errno == code
+        if problem == "disk_full":
+            assert re.search(rf"cannot write {re.escape(str(run))}/\S+", str(info.value))
+    finally:
+        monkeypatch.undo()
+        if problem == "read_only":
+            _make_writable(run)
+    assert _fingerprint(run) == before, "the earlier iteration's files are untouched"
+    assert not [p for p in run.rglob(".*.tmp")], "no temporary files left"
+    assert not (run / "lock").exists()
+    assert json.loads((run / "state.json").read_text())["completed_iterations"] == 1
+    assert TrajectoryDataset.load(run / "data").num_steps == 50
+    HybridODE.load(run / "models" / "model_001.pt")
+    # with the disk back, the run resumes and completes
+    history = ModelBasedLoop("pendulum", tiny(iterations=2), run, log=None).run()
+    assert [row["real_steps"] for row in history] == [50, 100]
