@@ -45,6 +45,7 @@ from hybridgym.envs import LearnedVecEnv, Task, get_task
 from hybridgym.models import (
     Ensemble,
     FitConfig,
+    FitReport,
     HybridODE,
     TrajectoryDataset,
     fit,
@@ -745,7 +746,7 @@ class ModelBasedLoop:
 
         self._say(f"iteration {iteration}: fitting the model to {self.data.num_steps} steps")
         start = time.perf_counter()
-        report = fit(self.model, self.data, self._fit_config(iteration))
+        report = self._fit_or_keep(self.data, self._fit_config(iteration), f"iteration {iteration}")
         fit_seconds = time.perf_counter() - start
         self.model.save(self.path("models", f"model_{iteration:03d}.pt"))
 
@@ -804,6 +805,34 @@ class ModelBasedLoop:
             f"{row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}, model error "
             f"{model_error:.3g}, fit {fit_seconds:.1f} s, agent {agent_seconds:.1f} s"
         )
+
+    def _fit_or_keep(self, data: TrajectoryDataset, config: FitConfig, what: str) -> FitReport:
+        """Refit the model; a fit that fails numerically (weights or final loss not finite, or
+        the loss ending above ``DIVERGED_FACTOR`` times where it started) is undone and tried
+        once more with a tenth of the learning rate and half the steps; if that fails too, the
+        previous model is kept. Each failure is logged; the loop goes on either way."""
+        before = copy.deepcopy(self.model.state_dict())
+        retry = dataclasses.replace(
+            config,
+            learning_rate=config.learning_rate / 10,
+            iterations=max(1, config.iterations // 2),
+        )
+        for attempt, cfg in enumerate((config, retry)):
+            report = fit(self.model, data, cfg)
+            problem = _fit_problem(self.model, report)
+            if problem is None:
+                return report
+            self.model.load_state_dict(before)
+            then = (
+                "retrying with a tenth of the learning rate and half the steps"
+                if attempt == 0
+                else "keeping the previous model"
+            )
+            self._say(f"{what}: the fit failed ({problem}); {then}")
+            print(
+                f"[hybridgym loop] warning: {what}: fit failed ({problem}); {then}", file=sys.stderr
+            )
+        return report
 
     def _train_agent(self, updates: int) -> None:
         cfg = self.config
@@ -869,7 +898,28 @@ class _RefitWhileActing:
             f"refitting during episode {self.index} after {len(self.actions)} steps "
             f"({data.num_steps} steps in all)"
         )
-        fit(loop.model, data, loop._fit_config(10_000 * self.index + self.refits))
+        config = loop._fit_config(10_000 * self.index + self.refits)
+        loop._fit_or_keep(data, config, f"episode {self.index}, step {len(self.actions)}")
+
+
+#: a refit whose final loss exceeds its first by this factor counts as diverged
+DIVERGED_FACTOR = 10.0
+
+
+def _fit_problem(model: torch.nn.Module, report: FitReport) -> str | None:
+    """Why a fit's result must not be used, or None."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return "non-finite weights"
+    if not report.history:
+        return None
+    last = report.history[-1]
+    if not math.isfinite(last["loss"]):
+        return f"final loss {last['loss']}"
+    # compare at the final window length (the curriculum's early, shorter windows cost less)
+    same = [row["loss"] for row in report.history if row.get("horizon") == last.get("horizon")]
+    if last["loss"] > DIVERGED_FACTOR * same[0] and last["loss"] > 0:
+        return f"loss rose from {same[0]:.3g} to {last['loss']:.3g}"
+    return None
 
 
 def _episodes_after(data: TrajectoryDataset, steps: int) -> TrajectoryDataset:

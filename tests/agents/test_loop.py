@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from hybridgym.agents import LOOP_DEFAULTS, LoopConfig, ModelBasedLoop
 from hybridgym.agents.loop import TIMING_COLUMNS
@@ -289,3 +290,49 @@ def test_pendulum_solved_with_at_most_100_real_steps(tmp_path):
     history = ModelBasedLoop("pendulum", config, tmp_path / "run", log=None).run()
     assert history[-1]["real_steps"] <= 100
     assert max(row["eval_return_mean"] for row in history) >= -200
+
+
+def _poisoning_fit(monkeypatch, poison_calls):
+    """Wrap the loop's fit: on the listed calls (1-based) the fitted weights turn to NaN."""
+    import hybridgym.agents.loop as loop_module
+
+    real_fit, configs = loop_module.fit, []
+
+    def fake_fit(model, data, config):
+        configs.append(config)
+        report = real_fit(model, data, config)
+        if len(configs) in poison_calls:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        return report
+
+    monkeypatch.setattr(loop_module, "fit", fake_fit)
+    return configs
+
+
+def test_a_fit_that_turns_nan_is_retried_with_a_smaller_step(tmp_path, monkeypatch, capsys):
+    configs = _poisoning_fit(monkeypatch, poison_calls={2})  # iteration 2's first fit
+    said = []
+    loop = ModelBasedLoop("pendulum", tiny(), tmp_path / "run", log=said.append)
+    history = loop.run()
+    assert [row["real_steps"] for row in history] == [50, 100]
+    assert len(configs) == 3
+    assert configs[2].learning_rate == pytest.approx(configs[1].learning_rate / 10)
+    assert configs[2].iterations == configs[1].iterations // 2
+    assert any("fit failed (non-finite weights); retrying" in line for line in said)
+    assert "fit failed" in capsys.readouterr().err
+    saved = torch.load(tmp_path / "run" / "models" / "model_002.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
+
+
+def test_a_fit_that_fails_twice_keeps_the_previous_model(tmp_path, monkeypatch):
+    _poisoning_fit(monkeypatch, poison_calls={2, 3})
+    said = []
+    run = tmp_path / "run"
+    history = ModelBasedLoop("pendulum", tiny(), run, log=said.append).run()
+    assert len(history) == 2 and all(row["eval_return_mean"] < 0 for row in history)
+    assert any("keeping the previous model" in line for line in said)
+    first = torch.load(run / "models" / "model_001.pt", weights_only=True)["state_dict"]
+    second = torch.load(run / "models" / "model_002.pt", weights_only=True)["state_dict"]
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
