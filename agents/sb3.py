@@ -297,13 +297,7 @@ def saved_algo(path: str | os.PathLike[str]) -> str:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no saved agent at {path}")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(
-            f"{path} is not a stable-baselines3 agent (a zip written by agent.save): {err}"
-        ) from None
+    data = _zip_data(path)
     module = str((data.get("policy_class") or {}).get("__module__", ""))
     for name in ("sac", "td3"):
         if module.startswith(f"stable_baselines3.{name}."):
@@ -373,15 +367,7 @@ class _SafeUnpickler(pickle.Unpickler):
 
 def _safe_serialized_fields(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The fields SB3 stores cloudpickled in the zip's ``data``, unpickled safely."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            data = json.loads(archive.read("data"))
-    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(
-            f"{path} is not a stable-baselines3 agent (a zip written by agent.save): {err}"
-        ) from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} is not a stable-baselines3 agent: its data is not a dict")
+    data = _zip_data(path)
     fields = {}
     for key, item in data.items():
         if not (isinstance(item, dict) and ":serialized:" in item):
@@ -400,6 +386,20 @@ def _safe_serialized_fields(path: str | os.PathLike[str]) -> dict[str, Any]:
                 f"{path}: field {key!r} of the saved agent is unreadable: {err}"
             ) from None
     return fields
+
+
+def _zip_data(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON ``data`` entry of an SB3 zip (read as text; nothing is unpickled)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(
+            f"{path} is not a stable-baselines3 agent (a zip written by agent.save): {err}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a stable-baselines3 agent: its data is not a dict")
+    return data
 
 
 def _algo_name(algo: str) -> str:
