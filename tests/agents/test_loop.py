@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import signal
@@ -198,10 +199,10 @@ def _episode_files(run):
     }
 
 
-@pytest.mark.slow
-def test_resume_after_sigkill_in_fit_training_and_collection(tmp_path):
-    run = tmp_path / "run"
-    command = [
+def _sigkill_command(run):
+    """`hybridgym loop` on the cart-pole at a size that takes a few tens of seconds: 5 random
+    episodes of 20 steps, then 20 more collected by the differentiable policy."""
+    return [
         sys.executable,
         "-m",
         "hybridgym.scripts.main",
@@ -230,6 +231,12 @@ def test_resume_after_sigkill_in_fit_training_and_collection(tmp_path):
         "--set",
         'agent_kwargs={"batch_size": 64, "horizon": 16}',
     ]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_in_fit_training_and_collection(tmp_path):
+    run = tmp_path / "run"
+    command = _sigkill_command(run)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def kill_when(predicate):
@@ -336,3 +343,53 @@ def test_a_fit_that_fails_twice_keeps_the_previous_model(tmp_path, monkeypatch):
     second = torch.load(run / "models" / "model_002.pt", weights_only=True)["state_dict"]
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.slow
+def test_random_sigkills_lose_and_duplicate_nothing(tmp_path):
+    """Six SIGKILLs at random moments across a run (seeded: at random lines of an uninterrupted
+    run's log, plus a random delay), each followed by the same command: the run completes with
+    the step count of the uninterrupted run, and every episode recorded before a kill is on
+    disk once and unchanged afterwards."""
+    import numpy as np
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reference = tmp_path / "reference"
+    done = subprocess.run(
+        _sigkill_command(reference), capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    expected = TrajectoryDataset.load(reference / "data")
+    logged = [line.strip() for line in done.stderr.splitlines() if "[hybridgym loop]" in line]
+    order = {line: k for k, line in enumerate(logged)}
+    rng = np.random.default_rng(2026)
+    # six moments spread over the run: a random log line in each sixth, plus a random delay
+    bounds = np.linspace(0, len(logged), 7).astype(int)
+    targets = [int(rng.integers(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
+
+    run, seen, killed = tmp_path / "run", {}, []
+    for target in targets:
+        with subprocess.Popen(
+            _sigkill_command(run), stderr=subprocess.PIPE, text=True, env=env
+        ) as proc:
+            for line in proc.stderr:  # the resumed run skips what is done: the first line at
+                if order.get(line.strip(), -1) >= target:  # or past the target counts
+                    time.sleep(float(rng.uniform(0.0, 0.3)))
+                    proc.send_signal(signal.SIGKILL)
+                    killed.append(logged[target])
+                    break
+            proc.stderr.close()
+            proc.wait(timeout=300)
+        now = _episode_files(run)
+        assert all(now[name] == digest for name, digest in seen.items()), "an episode changed"
+        seen = now
+    assert len(killed) >= 5, f"only {len(killed)} of the kills landed: {killed}"
+    final = subprocess.run(_sigkill_command(run), capture_output=True, text=True, env=env)
+    assert final.returncode == 0, final.stderr
+    files = _episode_files(run)
+    assert all(files[name] == digest for name, digest in seen.items())
+    data = TrajectoryDataset.load(run / "data")
+    assert data.num_steps == expected.num_steps == 500
+    assert len(data) == len(expected) == len(files) == 25
+    assert [int(r["real_steps"]) for r in metrics(run)] == [100, 500]
+    assert json.loads((run / "state.json").read_text())["finished"] is True
