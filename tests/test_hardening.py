@@ -325,14 +325,23 @@ def _make_writable(run):
 
 @pytest.mark.parametrize("problem", ["read_only", "disk_full"])
 def test_a_failed_write_names_the_file_and_keeps_the_earlier_run(problem, tmp_path, monkeypatch):
-    if problem == "read_only" and os.geteuid() == 0:
-        pytest.skip("root writes through chmod 0o555; the disk_full case covers this")
     run = tmp_path / "run"
     ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
     before = _fingerprint(run)
     assert "data/episodes/episode_000001.npz" in before and "state.json" in before
-    if problem == "read_only":
+    if problem == "read_only" and os.geteuid() != 0:
         _make_read_only(run)
+        error, code = PermissionError, errno.EACCES
+    elif problem == "read_only":  # root writes through chmod 0o555: refuse every write instead
+        real_open = os.open
+        writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+
+        def read_only(path, flags, *args, **kwargs):
+            if flags & writing and pathlib.Path(path).is_relative_to(run):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", read_only)
         error, code = PermissionError, errno.EACCES
     else:
         real_replace = os.replace
@@ -354,7 +363,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_earlier_run(problem, tmp_pa
             assert re.search(rf"cannot write {re.escape(str(run))}/\S+", str(info.value))
     finally:
         monkeypatch.undo()
-        if problem == "read_only":
+        if problem == "read_only" and os.geteuid() != 0:
             _make_writable(run)
     assert _fingerprint(run) == before, "the earlier iteration's files are untouched"
     assert not [p for p in run.rglob(".*.tmp")], "no temporary files left"
