@@ -158,13 +158,7 @@ class LoopConfig:
         for name in (*positive, "error_horizon", "substeps", "ensemble"):
             _check_int(name, getattr(self, name), 1)
         _check_int("eval_episodes", self.eval_episodes, 0)
-        if isinstance(self.collect_schedule, str) or not isinstance(
-            self.collect_schedule, Sequence
-        ):
-            raise TypeError(
-                f"collect_schedule must be a tuple of ints, got {self.collect_schedule!r}"
-            )
-        object.__setattr__(self, "collect_schedule", tuple(self.collect_schedule))
+        self._tuple_field("collect_schedule")
         for steps in self.collect_schedule:
             _check_int("every collect_schedule entry", steps, 1)
         _check_int("initial_steps", self.initial_steps, 1)
@@ -213,15 +207,18 @@ class LoopConfig:
         except (TypeError, ValueError) as error:
             raise type(error)(f"fit: {error}") from None
 
+    def _tuple_field(self, name: str) -> None:
+        """Store a sequence field as a tuple (a TypeError for anything else)."""
+        value = getattr(self, name)
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
+        object.__setattr__(self, name, tuple(value))
+
     def _check_model_fields(self) -> None:
         """hidden, activation, method, residual_mask and prior_perturbation."""
-        for name in ("hidden", "residual_mask"):
-            value = getattr(self, name)
-            if value is None and name == "residual_mask":
-                continue
-            if isinstance(value, str) or not isinstance(value, Sequence):
-                raise TypeError(f"{name} must be a tuple of ints, got {value!r}")
-            object.__setattr__(self, name, tuple(value))
+        self._tuple_field("hidden")
+        if self.residual_mask is not None:
+            self._tuple_field("residual_mask")
         for width in self.hidden:
             _check_int("every hidden entry (a layer width)", width, 1)
         if self.residual_mask is not None:

@@ -28,7 +28,7 @@ from hybridgym.agents.sb3 import load_agent, saved_algo
 from hybridgym.envs import Task, get_task, load_model
 from hybridgym.envs.learned import check_model
 from hybridgym.models.files import atomic_write_text
-from hybridgym.models.hybrid import read_checkpoint
+from hybridgym.models.hybrid import check_tag, read_checkpoint
 
 PLANNER_FORMAT = "hybridgym.MPCAgent"
 PLANNER_VERSION = 1
@@ -157,15 +157,7 @@ def _planner_json(path: pathlib.Path) -> dict[str, Any]:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not readable JSON: {err}") from None
-    if not isinstance(payload, dict) or payload.get("format") != PLANNER_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not a {PLANNER_FORMAT} file (found {found!r})")
-    if payload.get("version") != PLANNER_VERSION:
-        raise ValueError(
-            f"{path} has version {payload.get('version')!r}; this hybridgym reads "
-            f"version {PLANNER_VERSION}"
-        )
-    return payload
+    return check_tag(payload, path, PLANNER_FORMAT, PLANNER_VERSION, "file")
 
 
 def _is_sb3_zip(path: pathlib.Path) -> bool:

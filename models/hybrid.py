@@ -402,12 +402,20 @@ def read_checkpoint(
             f"{path} is not a hybridgym checkpoint (or holds objects that are not plain "
             f"tensors and containers; nothing from it was executed): {first_line}"
         ) from None
+    return check_tag(payload, path, expected_format, CHECKPOINT_VERSION, "checkpoint")
+
+
+def check_tag(
+    payload: Any, path: str | os.PathLike[str], expected_format: str, version: int, kind: str
+) -> dict[str, Any]:
+    """``payload`` if it is a dict tagged ``format=expected_format`` and ``version``; else a
+    ``ValueError`` naming the file, what was found and what this hybridgym reads."""
     if not isinstance(payload, dict) or payload.get("format") != expected_format:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not a {expected_format} checkpoint (found {found!r})")
-    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} is not a {expected_format} {kind} (found {found!r})")
+    if payload.get("version") != version:
         raise ValueError(
-            f"{path} has checkpoint version {payload.get('version')!r}; this hybridgym reads "
-            f"version {CHECKPOINT_VERSION}"
+            f"{path} has {kind} version {payload.get('version')!r}; this hybridgym reads "
+            f"version {version}"
         )
     return payload
