@@ -17,7 +17,7 @@ $(PY):
 # Dependencies are reinstalled only when pyproject.toml changes.
 $(DEPS): pyproject.toml | $(PY)
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet ".[dev,sindy,minari,tensorboard]"
+	$(PIP) install --quiet ".[dev,sindy,minari,tensorboard,ray]"
 	touch $(DEPS)
 
 venv: $(DEPS)

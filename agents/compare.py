@@ -7,6 +7,10 @@ trial, so an interrupted comparison resumes where it stopped (the loop's own run
 ``OUT/loop/seed_S``, resume mid-run). :meth:`Comparison.write_reports` adds ``results.md`` and
 ``return_vs_real_steps.png``.
 
+A trial's work is :func:`hybridgym.agents.trials.run_trial`; :meth:`Comparison.run_trial` runs
+it here, the Ray backend (:mod:`hybridgym.agents.backends`) in worker processes, and both
+record the result through :meth:`Comparison.record_trial`.
+
 Each run stops once its evaluation reaches the threshold (the task's ``return_threshold``, or
 one given) or its budget is spent: the loop evaluates after every iteration, a model-free agent
 every ``eval_every`` real steps (``learning_curve``). Evaluation is measurement: its steps are
@@ -23,7 +27,6 @@ import os
 import pathlib
 import platform
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridgym.agents.evaluation import evaluate
-from hybridgym.agents.loop import LoopConfig, ModelBasedLoop
-from hybridgym.agents.sb3 import ALGOS, learning_curve, make_agent
+from hybridgym.agents.loop import LoopConfig
+from hybridgym.agents.sb3 import ALGOS, make_agent
+from hybridgym.agents.trials import run_trial
 from hybridgym.envs import Task, get_task
 from hybridgym.models import __version__
 from hybridgym.models.files import atomic_write_text
@@ -239,7 +242,8 @@ class Comparison:
     def path(self) -> pathlib.Path:
         return self.out / "results.json"
 
-    def _say(self, message: str) -> None:
+    def say(self, message: str) -> None:
+        """Pass one line to the comparison's log (nothing when it has none)."""
         if self._log is not None:
             self._log(message)
 
@@ -248,6 +252,7 @@ class Comparison:
             "version": RESULTS_VERSION,
             "config": self._config_record(),
             "machine": machine_info(),
+            "backend": {"name": "local"},
             "started": _now(),
             "date": _now(),
             "trials": {},
@@ -304,28 +309,50 @@ class Comparison:
             if self.trial(method, seed) is None
         ]
 
-    def run(self) -> dict[str, Any]:
-        """Run every pending trial, then write the reports; returns the results."""
-        for method, seed in self.pending():
-            self.run_trial(method, seed)
+    def run(self, *, backend: str = "local", address: str | None = None) -> dict[str, Any]:
+        """Run every pending trial, then write the reports; returns the results.
+
+        Args:
+            backend: ``"local"`` (one trial after the other in this process) or ``"ray"``
+                (every trial a Ray task; :func:`hybridgym.agents.backends.run_pending`).
+            address: Ray only: the cluster to connect to (None: as ``ray.init`` does).
+        """
+        from hybridgym.agents.backends import run_pending
+
+        run_pending(self, backend=backend, address=address)
         self.write_reports()
         return self.results
 
     def run_trial(self, method: str, seed: int) -> dict[str, Any]:
-        """Run one trial and record it in ``results.json`` (atomically) before returning it."""
+        """Run one trial here and record it in ``results.json`` (atomically) before returning
+        it."""
         if method not in self.config.methods or seed not in self.config.seed_values:
             raise ValueError(f"({method!r}, {seed}) is not a trial of this comparison")
-        self._write_results()  # the settings are on disk before any run directory is made
-        self._say(f"{method}, seed {seed}: running")
-        if method == "loop":
-            trial = self._run_loop(seed)
-        else:
-            trial = self._run_model_free(method, seed)
+        self.write_settings()
+        prefix = f"{method}, seed {seed}"
+        self.say(f"{prefix}: running")
+        log = None if self._log is None else (lambda line: self.say(f"{prefix}: {line}"))
+        trial = run_trial(self.config, self.out, method, seed, log=log)
+        return self.record_trial(method, seed, trial)
+
+    def write_settings(self, backend: dict[str, Any] | None = None) -> None:
+        """Write ``results.json`` as it stands, with ``backend`` (``{"name": "local"}`` when
+        None) as the backend the trials run on from now; called before any trial writes its
+        run directory."""
+        self.results["backend"] = {"name": "local"} if backend is None else dict(backend)
+        self._write_results()
+
+    def record_trial(self, method: str, seed: int, trial: dict[str, Any]) -> dict[str, Any]:
+        """Record ``trial``, the result of ``method`` on ``seed`` (from
+        :func:`~hybridgym.agents.trials.run_trial`, in this process or another), in
+        ``results.json`` (atomically, with the summary) and return it."""
+        if method not in self.config.methods or seed not in self.config.seed_values:
+            raise ValueError(f"({method!r}, {seed}) is not a trial of this comparison")
         self.results["trials"].setdefault(method, {})[str(seed)] = trial
         self.results["summary"] = self.summary()
         self._write_results()
         reached = trial["steps_to_threshold"]
-        self._say(
+        self.say(
             f"{method}, seed {seed}: final return {trial['final_return_mean']:.1f} after "
             f"{trial['final_real_steps']} real steps; threshold "
             f"{'not reached' if reached is None else f'reached at {reached} real steps'}; "
@@ -333,76 +360,23 @@ class Comparison:
         )
         return trial
 
-    def _run_loop(self, seed: int) -> dict[str, Any]:
-        config = self.loop_configs[seed]
-        run_dir = self.out / "loop" / f"seed_{seed}"
-        log = None if self._log is None else (lambda line: self._say(f"loop, seed {seed}: {line}"))
-        history = ModelBasedLoop(self.task, config, run_dir, log=log).run()
-        threshold = self.config.resolved_threshold
-        hit = next(
-            (
-                row
-                for row in history
-                if threshold is not None and row["eval_return_mean"] >= threshold
-            ),
-            None,
-        )
-        last = history[-1]
-        wall = float(last["wall_seconds"])
-        return {
-            "curve": [[int(row["real_steps"]), float(row["eval_return_mean"])] for row in history],
-            "curve_std": [float(row["eval_return_std"]) for row in history],
-            "steps_to_threshold": None if hit is None else int(hit["real_steps"]),
-            "seconds_to_threshold": None if hit is None else float(hit["wall_seconds"]),
-            "final_real_steps": int(last["real_steps"]),
-            "final_return_mean": float(last["eval_return_mean"]),
-            "final_return_std": float(last["eval_return_std"]),
-            "wall_seconds": wall,
-            "total_seconds": wall + sum(float(row["eval_seconds"]) for row in history),
-            "agent": config.agent,
-            "run_dir": str(run_dir.relative_to(self.out)),
-        }
-
-    def _run_model_free(self, method: str, seed: int) -> dict[str, Any]:
-        cfg, task = self.config, self.task
-        threshold = cfg.resolved_threshold
-        start = time.perf_counter()
-        agent = make_agent(method, task.make_real_env(), seed=seed, **cfg.model_free)
-        curve = learning_curve(
-            agent,
-            task,
-            cfg.budget,
-            cfg.resolved_eval_every,
-            episodes=cfg.eval_episodes,
-            seed=cfg.eval_seed,
-            target=threshold,
-        )
-        final = evaluate(agent, task, episodes=cfg.eval_episodes, seed=cfg.eval_seed)
-        total = time.perf_counter() - start
-        # the last point is the final agent's: SB3 trains once more after the last step's
-        # evaluation (unless learning stopped at the threshold), or the budget ran out
-        # between two evaluations
-        points = [[int(s), float(r)] for s, r in curve.points]
-        if points and points[-1][0] == agent.num_timesteps:
-            points.pop()
-        points.append([int(agent.num_timesteps), final.mean])
-        hit = next((s for s, r in points if threshold is not None and r >= threshold), None)
-        seconds = curve.seconds_to_target if hit == curve.steps_to_target else curve.train_seconds
-        return {
-            "curve": points,
-            "steps_to_threshold": hit,
-            "seconds_to_threshold": None if hit is None else seconds,
-            "final_real_steps": int(agent.num_timesteps),
-            "final_return_mean": final.mean,
-            "final_return_std": final.std,
-            "wall_seconds": curve.train_seconds,
-            "total_seconds": total,
-        }
-
     def _write_results(self) -> None:
         self.results["date"] = _now()
         self.results["machine"] = machine_info()
+        self.results["trials"] = self._canonical_trials()
         atomic_write_text(self.path, json.dumps(self.results, indent=2) + "\n")
+
+    def _canonical_trials(self) -> dict[str, dict[str, Any]]:
+        """The recorded trials in one order, whatever order they finished in: this
+        configuration's methods first, in its order, then any others by name; seeds by
+        number."""
+        trials = self.results["trials"]
+        order = list(self.config.methods) + sorted(set(trials) - set(self.config.methods))
+        return {
+            method: dict(sorted(trials[method].items(), key=lambda item: int(item[0])))
+            for method in order
+            if method in trials
+        }
 
     # --- reports ---------------------------------------------------------------------------------
     def label(self, method: str) -> str:
@@ -501,12 +475,22 @@ class Comparison:
             "never reached it as infinitely many. Each run stops at the threshold or when its "
             "budget is spent; its final return is that of its last evaluation (mean over seeds "
             "+- std over seeds). Seconds: mean per seed, without and with the evaluations. "
-            f"Measured {self.results['date']} on {self.results['machine']['platform']} "
-            f"({self.results['machine']['cpus']} CPUs, {self.results['machine']['torch_threads']} "
-            "torch thread(s)).",
+            f"Measured {self.results['date']} {self._where()}.",
             "",
         ]
         return "\n".join(lines)
+
+    def _where(self) -> str:
+        machine, backend = self.results["machine"], self.results.get("backend", {})
+        if backend.get("name") == "ray":
+            return (
+                f"on Ray ({backend['nodes']} node(s), {backend['cpus']:g} CPUs; one CPU and one "
+                f"torch thread per trial), driven from {machine['platform']}"
+            )
+        return (
+            f"on {machine['platform']} ({machine['cpus']} CPUs, {machine['torch_threads']} "
+            "torch thread(s))"
+        )
 
     def write_reports(self) -> list[pathlib.Path]:
         """Write ``results.json`` (with the summary), ``results.md`` and

@@ -134,15 +134,16 @@ def error_vs_horizon(
 
 
 def _tensor(array: np.ndarray, model: torch.nn.Module) -> torch.Tensor:
-    dtype = next(iter(model.parameters()), torch.zeros(())).dtype
-    return torch.as_tensor(np.array(array), dtype=dtype)  # a writable copy
+    """A writable copy of ``array`` in the model's precision, on the model's device."""
+    like = next(iter(model.parameters()), torch.zeros(()))
+    return torch.as_tensor(np.array(array), dtype=like.dtype).to(like.device)
 
 
 def open_loop(model: Any, x0: np.ndarray, actions: np.ndarray) -> np.ndarray:
     """The model's states from ``x0`` (n) under ``actions`` (T x m), open loop: T+1 x n."""
     with torch.no_grad():
         states = model.rollout(_tensor(x0[None], model), _tensor(actions[None], model))
-    return states[0].double().numpy()
+    return states[0].double().cpu().numpy()
 
 
 def uncontrolled(
@@ -207,7 +208,7 @@ def missing_physics_target(
     with torch.no_grad():
         x, u = _tensor(states, model), _tensor(actions, model)
         prior = torch.stack([m.prior_field(x, u) for m in _members(model)]).mean(0)
-    return truth.numpy() - prior.double().numpy(), kind
+    return truth.numpy() - prior.double().cpu().numpy(), kind
 
 
 def learned_residual(
@@ -217,7 +218,7 @@ def learned_residual(
     with torch.no_grad():
         x, u = _tensor(states, model), _tensor(actions, model)
         out = torch.stack([m.residual_field(x, u) for m in _members(model)]).mean(0)
-    return out.double().numpy()
+    return out.double().cpu().numpy()
 
 
 def _transitions(data: TrajectoryDataset) -> tuple[np.ndarray, np.ndarray]:

@@ -128,18 +128,29 @@ class _Normaliser(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
+        """Fold the finite rows of a batch into the running statistics, on the device and
+        without reading it (rows with a non-finite entry are left out by weights, not by
+        indexing, whose result size the host would have to wait for)."""
         x = x.reshape(-1, x.shape[-1])
-        x = x[torch.isfinite(x).all(-1)]
-        if len(x) == 0:
-            return
-        n, total = float(len(x)), float(self.count) + len(x)
-        delta = x.mean(0) - self.mean
+        finite = torch.isfinite(x).all(-1)
+        n = finite.sum().to(self.count.dtype)
+        kept = torch.where(finite[:, None], x, torch.zeros_like(x))
+        weight = finite[:, None].to(x.dtype)
+        mean = kept.sum(0) / n.clamp_min(1.0)
+        var = ((kept - mean) ** 2 * weight).sum(0) / n.clamp_min(1.0)
+        every = finite.all()  # then exactly the plain statistics of the whole batch
+        mean = torch.where(every, x.mean(0), mean)
+        var = torch.where(every, x.var(0, unbiased=False), var)
+        count = self.count
+        total = count + n
+        delta = mean - self.mean
         new_mean = self.mean + delta * n / total
-        m2 = self.var * float(self.count) + x.var(0, unbiased=False) * n
-        m2 = m2 + delta**2 * float(self.count) * n / total
-        self.mean.copy_(new_mean)
-        self.var.copy_(m2 / total)
-        self.count.fill_(total)
+        m2 = self.var * count + var * n
+        m2 = m2 + delta**2 * count * n / total
+        some = n > 0  # an all-non-finite batch changes nothing
+        self.mean.copy_(torch.where(some, new_mean, self.mean))
+        self.var.copy_(torch.where(some, m2 / total, self.var))
+        self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.mean) / torch.sqrt(self.var + 1e-6)).clamp(-10.0, 10.0)
@@ -241,7 +252,9 @@ class DifferentiablePolicyAgent:
     # --- training ------------------------------------------------------------------------------
     def _starts(self, n: int, start_states: torch.Tensor | None) -> torch.Tensor:
         if start_states is not None and len(start_states) > 0:
-            pick = torch.randint(len(start_states), (n,), generator=self.generator)
+            pick = torch.randint(
+                len(start_states), (n,), generator=self.generator, device=self.device
+            )
             return start_states[pick.to(start_states.device)].to(self.device)
         return self.task.sample_initial_states(
             n, self.generator, dtype=torch.float32, device=self.device
@@ -306,8 +319,8 @@ class DifferentiablePolicyAgent:
         report.seconds = time.perf_counter() - start
         return report
 
-    def _restart(self, done: torch.Tensor, x: torch.Tensor, pool, fraction) -> torch.Tensor:
-        n = int(done.sum())
+    def _restart(self, done: torch.Tensor, x: torch.Tensor, pool, fraction, n: int) -> torch.Tensor:
+        """``x`` with the ``n`` rows marked in ``done`` replaced by fresh start states."""
         fresh = self._starts(n, None)
         if pool is not None and len(pool) > 0 and fraction > 0:
             from_pool = torch.rand(n, generator=self.generator, device=self.device) < fraction
@@ -323,7 +336,7 @@ class DifferentiablePolicyAgent:
         if self._x is None or len(self._x) != b:
             everyone = torch.ones(b, dtype=torch.bool, device=self.device)
             blank = torch.zeros(b, task.state_dim, device=self.device)
-            self._x = self._restart(everyone, blank, pool, fraction)
+            self._x = self._restart(everyone, blank, pool, fraction, b)
             self._t = torch.zeros(b, dtype=torch.long, device=self.device)
         x, t = self._x.detach(), self._t
         gamma = cfg.gamma
@@ -351,14 +364,17 @@ class DifferentiablePolicyAgent:
             next_obs = task.state_to_obs(safe_next).to(torch.float32)
             segment = segment + discount * r
             discount = discount * gamma
-            if bool(done.any()):
+            # the one read of the device per model step: how many rollouts restart (the
+            # number of start states drawn, which keeps the seeded stream what it always was)
+            finished = int(done.sum())
+            if finished:
                 if cfg.use_value:
                     v_end = self.value_target(next_obs).squeeze(-1)
                     segment = segment + torch.where(truncated, discount * v_end, 0.0)
-                total = total + segment[done].sum()
+                total = total + torch.where(done, segment, torch.zeros_like(segment)).sum()
                 segment = torch.where(done, torch.zeros_like(segment), segment)
                 discount = torch.where(done, torch.ones_like(discount), discount)
-                safe_next = self._restart(done, safe_next, pool, fraction)
+                safe_next = self._restart(done, safe_next, pool, fraction, finished)
                 t = torch.where(done, torch.zeros_like(t), t)
             obs_k.append(obs.detach())
             rew_k.append(r.detach())
@@ -400,7 +416,7 @@ class DifferentiablePolicyAgent:
         targets = targets.reshape(-1)
         n = len(obs)
         size = max(1, n // cfg.value_minibatches)
-        loss_value = math.nan
+        last_loss = None
         for _ in range(cfg.value_epochs):
             order = torch.randperm(n, generator=self.generator, device=self.device)
             for i in range(0, n, size):
@@ -410,7 +426,8 @@ class DifferentiablePolicyAgent:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.value.parameters(), 10.0)
                 self.value_optimizer.step()
-                loss_value = float(loss.detach())
+                last_loss = loss.detach()
+        loss_value = math.nan if last_loss is None else float(last_loss)  # read once
         with torch.no_grad():
             tau = cfg.target_tau
             for target, source in zip(

@@ -41,6 +41,11 @@ class MPCAgent:
     ``predict(obs, state=None, episode_start=None, deterministic=True) -> (action, None)``
     accepts one observation or a batch (B x obs_dim); each row gets its own plan.
     ``last_plan_seconds`` holds the wall time of the last decision.
+
+    On a GPU, planning runs entirely on the device: ``predict`` copies the observations there
+    once and the chosen first actions back once; :meth:`plan` itself reads nothing from the
+    device (it returns before the device has finished, so ``last_plan_seconds`` set by
+    ``plan`` alone counts the work queued, while ``predict`` counts through the copy back).
     """
 
     def __init__(
@@ -109,8 +114,10 @@ class MPCAgent:
         batch, single = self.task.observation_batch(observation)
         if episode_start is not None and np.any(episode_start):
             self.reset()
+        start = time.perf_counter()
         x0 = self.task.obs_to_state(torch.as_tensor(batch, device=self.device))
-        action = self.plan(x0)[:, 0].cpu().numpy()
+        action = self.plan(x0)[:, 0].cpu().numpy()  # the one copy back: waits for the plan
+        self.last_plan_seconds = time.perf_counter() - start
         return (action[0] if single else action), None
 
     @torch.inference_mode()

@@ -6,6 +6,13 @@ All N environments step as one tensor computation: the model integrates one cont
 for the whole batch, the task maps states to observations and gives rewards and termination.
 Randomness (start states, ensemble members) comes from one numpy generator per environment,
 so N batched environments reproduce N separate ``LearnedEnv`` seeded the same way.
+
+Devices: :meth:`LearnedCore.step` is torch-native. With the actions already on the core's
+device it copies nothing between host and device and never waits for the device (no
+``.item()``, no ``.cpu()``, no Python branch on a tensor value), so on a GPU steps queue up
+asynchronously. Host work happens only at the edges: a reset draws start states on the host
+(one host->device copy per reset call), and the Gymnasium / SB3 front ends read a step's
+results with :meth:`StepResult.numpy` (one device->host copy per step).
 """
 
 from __future__ import annotations
@@ -55,8 +62,25 @@ def load_model(model: Any, device: str | torch.device = "cpu") -> Any:
 
 
 @dataclass
+class HostStepResult:
+    """One batched step on the host (numpy arrays, leading dimension N): observations, rewards
+    and disagreement in the model's precision, the four flags as bool."""
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    diverged: np.ndarray
+    uncertain: np.ndarray
+    disagreement: np.ndarray
+
+
+_FLAGS = ("terminated", "truncated", "diverged", "uncertain")
+
+
+@dataclass
 class StepResult:
-    """One batched step (all tensors have leading dimension N)."""
+    """One batched step (all tensors have leading dimension N, on the core's device)."""
 
     obs: torch.Tensor
     reward: torch.Tensor
@@ -65,6 +89,42 @@ class StepResult:
     diverged: torch.Tensor
     uncertain: torch.Tensor
     disagreement: torch.Tensor
+
+    def numpy(self) -> HostStepResult:
+        """The step on the host: from an accelerator in one device->host copy (every field
+        packed into one tensor first, :func:`packed_numpy`); on the CPU the arrays share the
+        tensors' memory."""
+        if self.obs.device.type != "cpu":
+            return packed_numpy(self)
+        return HostStepResult(
+            obs=self.obs.numpy(),
+            reward=self.reward.numpy(),
+            disagreement=self.disagreement.numpy(),
+            **{name: getattr(self, name).numpy() for name in _FLAGS},
+        )
+
+
+def packed_numpy(result: StepResult) -> HostStepResult:
+    """``result`` on the host through one copy: the fields are concatenated into one N x k
+    tensor of their common precision (flags as 0/1, exact), moved with a single ``.cpu()``
+    and split again into arrays of each field's own dtype."""
+    n = result.obs.shape[0]
+    dtype = torch.promote_types(result.obs.dtype, result.reward.dtype)
+    dtype = torch.promote_types(dtype, result.disagreement.dtype)
+    columns = [result.obs.reshape(n, -1), result.reward[:, None], result.disagreement[:, None]]
+    columns += [getattr(result, name)[:, None] for name in _FLAGS]
+    packed = torch.cat([c.to(dtype) for c in columns], dim=1).cpu().numpy()
+    k = columns[0].shape[1]
+    return HostStepResult(
+        obs=np.ascontiguousarray(packed[:, :k], dtype=_numpy_dtype(result.obs.dtype)),
+        reward=packed[:, k].astype(_numpy_dtype(result.reward.dtype)),
+        disagreement=packed[:, k + 1].astype(_numpy_dtype(result.disagreement.dtype)),
+        **{name: packed[:, k + 2 + i] != 0 for i, name in enumerate(_FLAGS)},
+    )
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty(0, dtype=dtype).numpy().dtype
 
 
 class LearnedCore:
@@ -84,6 +144,12 @@ class LearnedCore:
         max_episode_steps: truncation length; None uses the task's.
         divergence_threshold: a state with a non-finite or larger entry ends the episode.
         device, dtype: where and in which precision the model runs.
+
+    Attributes:
+        states, elapsed, members: per-environment tensors on ``device`` (N x n, N, N).
+        done: bool tensor (N) on ``device``: the episode ended and the environment was not
+            reset since. Updated by :meth:`step` on the device; :attr:`needs_reset` reads it.
+        started: bool numpy array (N): the environment has been reset (or set) at least once.
     """
 
     def __init__(
@@ -142,10 +208,23 @@ class LearnedCore:
         space = self.task.observation_space
         self.obs_low = torch.as_tensor(space.low, device=self.device, dtype=dtype)
         self.obs_high = torch.as_tensor(space.high, device=self.device, dtype=dtype)
+        #: the bounds on the host too: observations of fresh start states are made there
+        self._host_obs_bounds = (
+            torch.as_tensor(space.low, dtype=dtype),
+            torch.as_tensor(space.high, dtype=dtype),
+        )
         actions = self.task.action_space
         self.action_low = torch.as_tensor(actions.low, device=self.device, dtype=dtype)
         self.action_high = torch.as_tensor(actions.high, device=self.device, dtype=dtype)
-        self.needs_reset = np.ones(num_envs, dtype=bool)
+        self.done = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self.started = np.zeros(num_envs, dtype=bool)
+
+    @property
+    def needs_reset(self) -> np.ndarray:
+        """Bool (N): environments that must be reset before they step on (never started, or
+        their episode ended). Reading it copies :attr:`done` to the host, which waits for
+        the device; :meth:`step` never reads it."""
+        return ~self.started | self.done.cpu().numpy()
 
     def _start_pool(self, dataset: Any) -> np.ndarray:
         if dataset is None:
@@ -163,15 +242,20 @@ class LearnedCore:
         self.rngs[index] = seeding.np_random(seed)[0]
 
     @torch.inference_mode()
-    def reset_envs(self, indices: np.ndarray | list[int]) -> None:
+    def reset_envs(self, indices: np.ndarray | list[int]) -> np.ndarray:
         """New episodes for these environments: start states and ensemble members.
 
         Draws from each environment's own generator (a loop over the resetting environments
-        only; steps have no per-environment Python work).
+        only; steps have no per-environment Python work), then writes indices, states and
+        members to the device in one host->device copy.
+
+        Returns:
+            The start states drawn, k x n float64 (on the host, so a front end can make
+            their observations without reading the device).
         """
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0:
-            return
+            return np.empty((0, self.task.state_dim))
         starts = np.empty((indices.size, self.task.state_dim))
         members = np.zeros(indices.size, dtype=np.int64)
         for k, i in enumerate(indices):
@@ -182,11 +266,16 @@ class LearnedCore:
                 starts[k] = self.start_pool[rng.integers(len(self.start_pool))]
             if self.num_members > 1 and self.ensemble_mode == "random":
                 members[k] = rng.integers(self.num_members)
-        idx = torch.as_tensor(indices, device=self.device)
-        self.states[idx] = torch.as_tensor(starts, device=self.device, dtype=self.dtype)
-        self.members[idx] = torch.as_tensor(members, device=self.device)
+        # indices and members are exact in float64; one copy carries everything
+        packed = np.concatenate([indices[:, None], members[:, None], starts], axis=1)
+        packed = torch.from_numpy(packed).to(self.device, non_blocking=True)
+        idx = packed[:, 0].long()
+        self.states[idx] = packed[:, 2:].to(self.dtype)
+        self.members[idx] = packed[:, 1].long()
         self.elapsed[idx] = 0
-        self.needs_reset[indices] = False
+        self.done[idx] = False
+        self.started[indices] = True
+        return starts
 
     @torch.inference_mode()
     def set_states(self, indices: np.ndarray | list[int], states: Any) -> None:
@@ -201,29 +290,50 @@ class LearnedCore:
         idx = torch.as_tensor(indices, device=self.device)
         self.states[idx] = values.to(self.device)
         self.elapsed[idx] = 0
-        self.needs_reset[indices] = False
+        self.done[idx] = False
+        self.started[indices] = True
 
     @torch.inference_mode()
     def observe(self, states: torch.Tensor | None = None) -> torch.Tensor:
-        """Observations of the states (default: the current ones), clipped to the space."""
+        """Observations of the states (default: the current ones), clipped to the space.
+
+        Computed where ``states`` are: states on the host (e.g. fresh start states from
+        :meth:`reset_envs`) give observations on the host without touching the device.
+        """
         states = self.states if states is None else states
+        low, high = (
+            (self.obs_low, self.obs_high)
+            if states.device == self.obs_low.device
+            else self._host_obs_bounds
+        )
         obs = self.task.state_to_obs(states)
         obs = torch.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)
-        return torch.minimum(torch.maximum(obs, self.obs_low), self.obs_high)
+        return torch.minimum(torch.maximum(obs, low), high)
 
     @torch.inference_mode()
-    def step(self, actions: torch.Tensor, hold: np.ndarray | None = None) -> StepResult:
+    def step(
+        self, actions: torch.Tensor, hold: torch.Tensor | np.ndarray | None = None
+    ) -> StepResult:
         """Step all N environments with actions (N x m); the states advance in place.
+
+        Torch-native: with ``actions`` (and ``hold``) on the core's device nothing is copied
+        between host and device and nothing waits for the device; the result stays there
+        (:meth:`StepResult.numpy` brings it to the host in one copy). Episodes that end are
+        marked in :attr:`done`; reset them with :meth:`reset_envs` (an environment stepped
+        on after its end keeps stepping from its last state).
 
         ``hold`` (bool, N) marks environments that do not advance this call (a Gymnasium
         NEXT_STEP autoreset): their state stays, reward 0, neither terminated nor truncated.
+
+        Raises:
+            ResetNeeded: an environment was never reset (a host-side check).
         """
-        if self.needs_reset.any():
+        if not self.started.all():
             raise ResetNeeded(
-                f"environments {np.flatnonzero(self.needs_reset)[:8].tolist()} need a reset"
+                f"environments {np.flatnonzero(~self.started)[:8].tolist()} need a reset"
             )
         x = self.states
-        u = actions.to(device=self.device, dtype=self.dtype)
+        u = actions.to(device=self.device, dtype=self.dtype, non_blocking=True)
         u = torch.clamp(u, min=self.action_low, max=self.action_high)
         if isinstance(self.model, Ensemble):
             per_member = self.model.member_steps(x, u)
@@ -238,10 +348,10 @@ class LearnedCore:
         else:
             x_next = self.model.step(x, u)
             disagreement = torch.zeros_like(x[:, 0])
-        # NaN compares False, so one comparison catches non-finite and exploding states
+        # NaN compares False, so one comparison catches non-finite and exploding states;
+        # the where runs whether or not any diverged (asking would wait for the device)
         diverged = ~(x_next.abs() <= self.divergence_threshold).all(-1)
-        if diverged.any():
-            x_next = torch.where(diverged[:, None], x, x_next)
+        x_next = torch.where(diverged[:, None], x, x_next)
         reward = self.task.reward(x, u, x_next)
         if self.uncertainty_penalty:
             reward = reward - self.uncertainty_penalty * disagreement
@@ -252,24 +362,23 @@ class LearnedCore:
             if self.uncertainty_cutoff is not None
             else torch.zeros_like(diverged)
         )
-        if hold is not None and hold.any():
-            held = torch.as_tensor(hold, device=self.device)
-            x_next = torch.where(held[:, None], x, x_next)
-            reward = torch.where(held, torch.zeros_like(reward), reward)
+        moving = None if hold is None else ~self._device_mask(hold)
+        if moving is not None:
+            x_next = torch.where(moving[:, None], x_next, x)
+            reward = torch.where(moving, reward, torch.zeros_like(reward))
             terminated, diverged, uncertain = (
-                terminated & ~held,
-                diverged & ~held,
-                uncertain & ~held,
+                terminated & moving,
+                diverged & moving,
+                uncertain & moving,
             )
-            self.elapsed += (~held).long()
+            self.elapsed += moving.long()
         else:
             self.elapsed += 1
         truncated = ((self.elapsed >= self.max_episode_steps) | diverged | uncertain) & ~terminated
-        if hold is not None and hold.any():
-            truncated = truncated & ~held
+        if moving is not None:
+            truncated = truncated & moving
         self.states = x_next
-        done = (terminated | truncated).cpu().numpy()
-        self.needs_reset |= done
+        self.done = self.done | terminated | truncated
         return StepResult(
             obs=self.observe(x_next),
             reward=reward,
@@ -279,6 +388,15 @@ class LearnedCore:
             uncertain=uncertain,
             disagreement=disagreement,
         )
+
+    def _device_mask(self, mask: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """A bool mask (N) on the device: a tensor there is used as it is; a numpy array is
+        copied without waiting (it is staged on the host at once)."""
+        if not isinstance(mask, torch.Tensor):
+            mask = torch.from_numpy(np.asarray(mask, dtype=bool))
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"hold must be a bool mask of shape ({self.num_envs},)")
+        return mask.to(device=self.device, dtype=torch.bool, non_blocking=True)
 
 
 def check_model(model: Any, task: Task) -> None:
@@ -329,6 +447,7 @@ class LearnedEnv(gym.Env[np.ndarray, np.ndarray]):
         self.model = self.core.model
         self.observation_space = self.task.observation_space
         self.action_space = self.task.action_space
+        self._episode_over = False
 
     @property
     def state(self) -> np.ndarray:
@@ -345,6 +464,7 @@ class LearnedEnv(gym.Env[np.ndarray, np.ndarray]):
             self.core.reset_envs([0])
         else:
             self.core.set_states([0], start[None])
+        self._episode_over = False
         return self.core.observe()[0].cpu().numpy(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -353,17 +473,15 @@ class LearnedEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(
                 f"action must be finite with shape {self.action_space.shape}, got {action!r}"
             )
-        result = self.core.step(torch.as_tensor(u.reshape(1, -1)))
+        if self._episode_over:
+            raise ResetNeeded("the episode has ended; call reset() before step()")
+        result = self.core.step(torch.as_tensor(u.reshape(1, -1))).numpy()  # one copy
+        terminated, truncated = bool(result.terminated[0]), bool(result.truncated[0])
+        self._episode_over = terminated or truncated
         info = {
             "model_diverged": bool(result.diverged[0]),
             "disagreement": float(result.disagreement[0]),
         }
-        if bool(result.uncertain[0]):
+        if result.uncertain[0]:
             info["uncertainty_cutoff"] = True
-        return (
-            result.obs[0].cpu().numpy(),
-            float(result.reward[0]),
-            bool(result.terminated[0]),
-            bool(result.truncated[0]),
-            info,
-        )
+        return result.obs[0].copy(), float(result.reward[0]), terminated, truncated, info

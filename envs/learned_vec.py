@@ -23,8 +23,12 @@ class LearnedVecEnv(VecEnv):
     Follows SB3's conventions: same-step autoreset, ``infos[i]["terminal_observation"]`` and
     ``infos[i]["TimeLimit.truncated"]`` for finished episodes, seeding through ``seed()``
     (environment i gets seed + i, as N separate ``LearnedEnv`` reset with those seeds).
-    Numpy crosses the boundary once per step for the whole batch. Each info also carries
-    ``model_diverged`` for a finished episode whose model state exploded.
+    Numpy crosses the boundary once per step for the whole batch and each way: the actions
+    go to the device in one copy (from a pinned buffer, without waiting, on a GPU) and the
+    step's results come back in one copy (:meth:`StepResult.numpy`); environments whose
+    episode ended are reset on the host and their first observations made there, so a step
+    reads the device once. Each info also carries ``model_diverged`` for a finished episode
+    whose model state exploded.
 
     Arguments are those of :class:`LearnedCore`. Attributes are shared by all environments:
     ``get_attr`` returns the shared value for each index, ``set_attr`` sets it for all.
@@ -36,7 +40,11 @@ class LearnedVecEnv(VecEnv):
         self.model = self.core.model
         self.render_mode = None
         super().__init__(num_envs, self.task.observation_space, self.task.action_space)
-        self._actions = torch.zeros(num_envs, self.task.action_dim)
+        # page-locked on a GPU, so the host->device copy of the actions need not wait; it is
+        # rewritten only in step_async, after step_wait's read of the device has finished it
+        self._actions = torch.zeros(
+            num_envs, self.task.action_dim, pin_memory=self.core.device.type == "cuda"
+        )
 
     def reset(self) -> np.ndarray:
         for i, seed in enumerate(self._seeds):
@@ -54,27 +62,26 @@ class LearnedVecEnv(VecEnv):
             raise ValueError(
                 f"actions must be ({self.num_envs}, {self.task.action_dim}), got {actions.shape}"
             )
-        self._actions = torch.from_numpy(actions)
+        self._actions.copy_(torch.from_numpy(actions))
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
-        result = self.core.step(self._actions)
-        obs = result.obs.cpu().numpy()
-        rewards = np.asarray(result.reward.cpu().numpy(), dtype=np.float32)
-        terminated = result.terminated.cpu().numpy()
-        truncated = result.truncated.cpu().numpy()
+        result = self.core.step(self._actions).numpy()  # the one device->host copy
+        obs = result.obs
+        rewards = np.asarray(result.reward, dtype=np.float32)
+        terminated, truncated = result.terminated, result.truncated
         dones = terminated | truncated
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         finished = np.flatnonzero(dones)
         if finished.size:
-            diverged = result.diverged.cpu().numpy()
             for i in finished:
                 infos[i] = {
                     "terminal_observation": obs[i].copy(),
                     "TimeLimit.truncated": bool(truncated[i] and not terminated[i]),
-                    "model_diverged": bool(diverged[i]),
+                    "model_diverged": bool(result.diverged[i]),
                 }
-            self.core.reset_envs(finished)
-            obs[finished] = self.core.observe()[torch.as_tensor(finished)].cpu().numpy()
+            starts = self.core.reset_envs(finished)
+            first = self.core.observe(torch.from_numpy(starts).to(self.core.dtype))
+            obs[finished] = first.numpy()  # made on the host, from the states just drawn
         return obs, rewards, dones, infos
 
     def close(self) -> None:
@@ -129,7 +136,8 @@ class LearnedVectorEnv(VectorEnv):
         self.single_action_space = self.task.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._autoreset = np.zeros(num_envs, dtype=bool)  # on the host: which to reset
+        self._hold: torch.Tensor | None = None  # the same on the device: which to hold
 
     def reset(
         self,
@@ -145,26 +153,20 @@ class LearnedVectorEnv(VectorEnv):
                 self.core.seed(i, s)
         self.core.reset_envs(np.arange(self.num_envs))
         self._autoreset[:] = False
+        self._hold = None
         return self.core.observe().cpu().numpy(), {}
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         actions = torch.as_tensor(np.asarray(actions, dtype=np.float32)).reshape(self.num_envs, -1)
-        hold = self._autoreset.copy()
-        self.core.reset_envs(np.flatnonzero(hold))  # NEXT_STEP: finished envs restart now
-        result = self.core.step(actions, hold=hold)
-        terminated = result.terminated.cpu().numpy()
-        truncated = result.truncated.cpu().numpy()
-        self._autoreset = terminated | truncated
-        infos = {"model_diverged": result.diverged.cpu().numpy()}
-        return (
-            result.obs.cpu().numpy(),
-            result.reward.cpu().numpy(),
-            terminated,
-            truncated,
-            infos,
-        )
+        self.core.reset_envs(np.flatnonzero(self._autoreset))  # NEXT_STEP: they restart now
+        step = self.core.step(actions, hold=self._hold)
+        self._hold = step.terminated | step.truncated  # stays on the device
+        result = step.numpy()  # the one device->host copy
+        self._autoreset = result.terminated | result.truncated
+        infos = {"model_diverged": result.diverged}
+        return result.obs, result.reward, result.terminated, result.truncated, infos
 
 
 def _seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:

@@ -164,12 +164,18 @@ class Task(ABC):
         return prior
 
     def make_residual(
-        self, hidden: Sequence[int] = (32, 32), activation: str = "tanh", structured: bool = True
+        self,
+        hidden: Sequence[int] = (32, 32),
+        activation: str = "tanh",
+        structured: bool = True,
+        prior: torch.nn.Module | None = None,
     ) -> torch.nn.Module:
         """The network part of this system's hybrid model: by default an
-        :class:`~hybridgym.models.MLPResidual` on the whole state (angles as sin/cos); a system
-        of alike units overrides it with a :class:`~hybridgym.models.UnitResidual` unless
-        ``structured=False`` (a network without a prior must model every state)."""
+        :class:`~hybridgym.models.MLPResidual` on the whole state (angles as sin/cos). A system
+        whose missing physics has a known shape overrides it unless ``structured=False`` (a
+        network without a prior must model every state): alike units get a
+        :class:`~hybridgym.models.UnitResidual`, the cart-pole a network of generalised forces
+        mapped through its mass matrix, which reads ``prior``'s starting constants."""
         return MLPResidual(
             self.state_dim,
             self.action_dim,

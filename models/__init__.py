@@ -22,6 +22,7 @@ from hybridgym.models.hybrid import (
 from hybridgym.models.integrators import FIXED_STEP_METHODS, fixed_step
 from hybridgym.models.priors import ConstantSpec, PhysicsPrior
 from hybridgym.models.residual import MLPResidual, UnitResidual
+from hybridgym.models.topology import Topology
 
 try:
     __version__ = version("hybridgym")
@@ -42,6 +43,7 @@ __all__ = [
     "PhysicsPrior",
     "SymbolicResidual",
     "TaskLike",
+    "Topology",
     "TrajectoryDataset",
     "UnitResidual",
     "__version__",

@@ -204,7 +204,8 @@ class FitReport:
 
 
 class _Windows:
-    """All recorded states and actions of a dataset as flat tensors, with window indexing."""
+    """All recorded states and actions of a dataset as flat tensors on the model's device
+    (copied there once), with window indexing that stays on the device."""
 
     def __init__(
         self,
@@ -235,6 +236,8 @@ class _Windows:
         self.remaining = torch.cat(remaining).to(device)
         self.end = torch.cat(ends).to(device)
         self.angle_dims = list(angle_dims)
+        # a tensor index on the device: a Python list would be copied there on every use
+        self.angle_index = torch.tensor(self.angle_dims, dtype=torch.long, device=device)
         self.num_steps = len(self.start)
         self.first = torch.cat(firsts).to(device)  # the first step of each episode
         self._valid: dict[int, torch.Tensor] = {}
@@ -260,7 +263,7 @@ class _Windows:
         diff = a - b
         if self.angle_dims:
             diff = diff.clone()
-            diff[..., self.angle_dims] = wrap_angle(diff[..., self.angle_dims])
+            diff[..., self.angle_index] = wrap_angle(diff[..., self.angle_index])
         return diff
 
 
@@ -329,7 +332,7 @@ def prediction_errors(
         for k in range(h):
             x = model.step(x, actions[:, k])
         last = (mask.sum(1) - 1).long()  # the k-th step, or the episode's last
-        target = targets[torch.arange(len(which)), last]
+        target = targets[torch.arange(len(which), device=targets.device), last]
         if (mask.sum(1) == h).any():  # prefer full windows when there are any
             full = mask.sum(1) == h
             x, target = x[full], target[full]
@@ -442,7 +445,8 @@ def _fit_one(
     if decayed:
         groups.append({"params": decayed, "weight_decay": config.weight_decay})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    # window sampling on the data's device (on the CPU: the same stream as ever)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     schedule = (
         torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(config.iterations, 1), eta_min=0.05 * config.learning_rate
@@ -473,11 +477,13 @@ def _fit_one(
             h = _horizon_at(it - 1, config)
             valid = windows.valid(h)
             if config.batch_size is not None and len(valid) > config.batch_size:
-                pick = torch.randperm(len(valid), generator=generator)[: config.batch_size]
-                valid = valid[pick.to(valid.device)]
+                pick = torch.randperm(len(valid), generator=generator, device=device)
+                valid = valid[pick[: config.batch_size]]
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(valid, h, windows)
-            if not torch.isfinite(loss):
+            # the one read of the device per Adam step: a non-finite loss skips the step
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
                 non_finite += 1
                 if non_finite >= 20:
                     break
@@ -489,8 +495,8 @@ def _fit_one(
             if schedule is not None:
                 schedule.step()
             if it % 10 == 0 or it == 1:
-                history.append({"iteration": it, "horizon": h, "loss": loss.item()})
-                bar.set_postfix(loss=f"{loss.item():.3g}", h=h)
+                history.append({"iteration": it, "horizon": h, "loss": loss_value})
+                bar.set_postfix(loss=f"{loss_value:.3g}", h=h)
             bar.update(1)
             if val_windows is not None and it % config.eval_every == 0 and it >= ramp_end:
                 v = validation_loss()

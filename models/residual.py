@@ -67,6 +67,44 @@ def _build_network(module: nn.Module, in_dim: int, out_dim: int) -> None:
     module.register_buffer("statistics_set", torch.tensor(False))
 
 
+def _inference(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """``module.net`` on normalised inputs ``(z - input_shift) / input_scale`` (z: N x in_dim)
+    without autograd, writing hidden layers into buffers reused across calls
+    (``module._workspaces``, which ``_apply`` must clear).
+
+    Large batches (a vectorised env steps thousands of states four times per RK4 step; a
+    ``UnitResidual`` runs its network once per unit of each) otherwise allocate and free
+    megabytes per layer, and the C allocator's mmap/munmap of such blocks was measured to cost
+    as much as the matrix products. The normalisation is folded into the first layer.
+    """
+    key = (z.shape[0], z.dtype, z.device, torch.is_inference_mode_enabled())
+    workspaces = module._workspaces
+    buffers = workspaces.get(key)
+    layers = list(module.net)
+    if buffers is None:
+        if len(workspaces) >= _WORKSPACES:
+            workspaces.pop(next(iter(workspaces)))
+        buffers = [
+            torch.empty(z.shape[0], layer.out_features, dtype=z.dtype, device=z.device)
+            for layer in layers[:-1:2]
+        ]
+        workspaces[key] = buffers
+    in_place = _IN_PLACE.get(module.activation)
+    # the input normalisation folded into the first layer: W (z - s) / c + b
+    first = layers[0]
+    weight = first.weight / module.input_scale
+    bias = first.bias - weight @ module.input_shift
+    h = z
+    for k, buffer in enumerate(buffers):
+        linear, activation = layers[2 * k], layers[2 * k + 1]
+        w, b = (weight, bias) if k == 0 else (linear.weight, linear.bias)
+        torch.addmm(b, h, w.t(), out=buffer)
+        h = in_place(buffer) if in_place is not None else activation(buffer)
+    last = layers[-1]
+    w, b = (weight, bias) if not buffers else (last.weight, last.bias)  # no hidden layer
+    return torch.addmm(b, h, w.t())
+
+
 def _take(x: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
     return x[..., index] if isinstance(index, slice) else x.index_select(-1, index)
 
@@ -90,6 +128,10 @@ class MLPResidual(nn.Module):
         input_dims: the state dimensions the network sees (None: all). Leaving one out builds
             in a symmetry (a cart-pole's dynamics do not depend on where the cart is).
     """
+
+    #: the network's output width (None: state_dim); a subclass that turns the network's
+    #: outputs into dx/dt itself (e.g. generalised forces through a mass matrix) sets it
+    network_outputs: int | None = None
 
     def __init__(
         self,
@@ -127,7 +169,7 @@ class MLPResidual(nn.Module):
                 delattr(self, name)
                 self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
         in_dim = len(self._plain_dims) + 2 * len(self._angle_inputs) + action_dim
-        _build_network(self, in_dim, state_dim)
+        _build_network(self, in_dim, self.network_outputs or state_dim)
         self._workspaces: dict[tuple, list[torch.Tensor]] = {}
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -158,42 +200,14 @@ class MLPResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """NN(x, u): B x n for x: B x n, u: B x m."""
-        z = self.features(x, u)
+        return self.network(self.features(x, u))
+
+    def network(self, z: torch.Tensor) -> torch.Tensor:
+        """The network on features ``z`` (B x in_dim; normalised here), times ``output_scale``;
+        without autograd, through reused buffers."""
         if torch.is_grad_enabled() or z.dim() != 2:
             return self.net((z - self.input_shift) / self.input_scale) * self.output_scale
-        return self._inference(z) * self.output_scale
-
-    def _inference(self, z: torch.Tensor) -> torch.Tensor:
-        """The same network without autograd, writing hidden layers into reused buffers.
-
-        Large batches (a vectorised env steps thousands of states four times per RK4 step)
-        otherwise allocate and free megabytes per layer, and the C allocator's mmap/munmap
-        of such blocks was measured to cost as much as the matrix products.
-        """
-        key = (z.shape[0], z.dtype, z.device, torch.is_inference_mode_enabled())
-        buffers = self._workspaces.get(key)
-        layers = list(self.net)
-        if buffers is None:
-            if len(self._workspaces) >= _WORKSPACES:
-                self._workspaces.pop(next(iter(self._workspaces)))
-            buffers = [
-                torch.empty(z.shape[0], layer.out_features, dtype=z.dtype, device=z.device)
-                for layer in layers[:-1:2]
-            ]
-            self._workspaces[key] = buffers
-        in_place = _IN_PLACE.get(self.activation)
-        # the input normalisation folded into the first layer: W (z - s) / c + b
-        first = layers[0]
-        weight = first.weight / self.input_scale
-        bias = first.bias - weight @ self.input_shift
-        h = z
-        for k, buffer in enumerate(buffers):
-            linear, activation = layers[2 * k], layers[2 * k + 1]
-            w, b = (weight, bias) if k == 0 else (linear.weight, linear.bias)
-            torch.addmm(b, h, w.t(), out=buffer)
-            h = in_place(buffer) if in_place is not None else activation(buffer)
-        last = layers[-1]
-        return torch.addmm(last.bias, h, last.weight.t())
+        return _inference(self, z) * self.output_scale
 
     def state_scale(self) -> torch.Tensor:
         """The typical size of each state's dx/dt the network was scaled with (n)."""
@@ -287,26 +301,41 @@ class UnitResidual(nn.Module):
             "_actions", torch.tensor(self.unit_actions or [[]] * units, dtype=torch.long)
         )
         self.register_buffer("_shared", torch.tensor(self.shared_states, dtype=torch.long))
+        # the same indices flat, for index_select: its backward is an index_add, where advanced
+        # indexing with a 2-D index backpropagates through a slow accumulating index_put
+        for name in ("_states", "_actions"):
+            flat = getattr(self, name).flatten()
+            self.register_buffer(name + "_flat", flat.clone(), persistent=False)
+        # outputs that are one ascending run of states (DataCenter's temperatures) are written
+        # by zero padding, else by index_copy
+        run = outputs == list(range(outputs[0], outputs[0] + len(outputs)))
+        self._output_pad = (outputs[0], state_dim - outputs[0] - len(outputs)) if run else None
         in_dim = self._states.shape[1] + self._actions.shape[1] + len(self.shared_states)
         _build_network(self, in_dim, len(self.unit_outputs[0]))
+        self._workspaces: dict[tuple, list[torch.Tensor]] = {}
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Per-unit network inputs before normalisation, ... x units x in_dim."""
-        parts = [x[..., self._states]]
+        parts = [x.index_select(-1, self._states_flat).unflatten(-1, self._states.shape)]
         if self._actions.shape[1]:
-            parts.append(u[..., self._actions])
+            parts.append(u.index_select(-1, self._actions_flat).unflatten(-1, self._actions.shape))
         if len(self.shared_states):
-            shared = x[..., None, self._shared]
+            shared = x.index_select(-1, self._shared).unsqueeze(-2)
             parts.append(shared.expand(*x.shape[:-1], self.num_units, len(self.shared_states)))
         return torch.cat(parts, dim=-1)
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """NN(x, u): ... x n (zero outside the unit outputs)."""
-        z = (self.features(x, u) - self.input_shift) / self.input_scale
-        per_unit = self.net(z) * self.output_scale  # ... x units x out_dim
-        out = x.new_zeros(x.shape)
-        out[..., self._outputs] = per_unit.flatten(-2)
-        return out
+        z = self.features(x, u)  # ... x units x in_dim
+        if torch.is_grad_enabled():
+            per_unit = self.net((z - self.input_shift) / self.input_scale)
+        else:  # every unit of every state as one batch through reused buffers
+            flat = _inference(self, z.reshape(-1, z.shape[-1]))
+            per_unit = flat.view(*z.shape[:-1], flat.shape[-1])
+        flat = (per_unit * self.output_scale).flatten(-2)  # ... x (units * out_dim)
+        if self._output_pad is not None:
+            return nn.functional.pad(flat, self._output_pad)
+        return x.new_zeros(x.shape).index_copy(-1, self._outputs, flat)
 
     @torch.no_grad()
     def set_statistics(
@@ -327,6 +356,10 @@ class UnitResidual(nn.Module):
         scale = self.output_scale.new_ones(self.state_dim)
         scale[self._outputs] = self.output_scale.repeat(self.num_units)
         return scale
+
+    def _apply(self, fn, recurse=True):  # .to(), .double(), ...: drop buffers of the old kind
+        self._workspaces = {}
+        return super()._apply(fn, recurse)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, plain types (saved in checkpoints)."""

@@ -70,7 +70,7 @@ def setup_torch(args: argparse.Namespace) -> str:
     import torch
 
     torch.set_num_threads(args.threads)
-    text = getattr(args, "device", "cpu")
+    text = getattr(args, "device", None) or "cpu"
     try:
         device = torch.device(text)
     except RuntimeError:

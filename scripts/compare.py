@@ -16,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run the model-based loop and model-free RL on the same seeds, each until "
         "its evaluation on the real system reaches the threshold or its budget of real steps "
         "is spent. Writes OUT/results.json (after every trial: rerun the same command to "
-        "resume), OUT/results.md and OUT/return_vs_real_steps.png.",
+        "resume), OUT/results.md and OUT/return_vs_real_steps.png. With --backend ray every "
+        "trial is a Ray task.",
     )
     parser.add_argument("--task", required=True, help="task name, e.g. pendulum")
     parser.add_argument(
@@ -73,20 +74,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="torch CPU threads (default 1: the small models here run fastest on one)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one trial after the other in this process (default); ray: every trial "
+        "(method, seed) a Ray task with one CPU, on a local Ray instance or --address "
+        "(needs pip install 'hybridgym[ray]')",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="--backend ray: the Ray cluster to use, e.g. 10.0.0.5:6379 (default: as ray.init "
+        "does: RAY_ADDRESS if set, else a `ray start` cluster on this machine, else a new local "
+        "instance without dashboard)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar or per-run log")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     import torch
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from hybridgym.agents.backends import check_backend, ray_connection, run_pending
     from hybridgym.agents.compare import TABLE_COLUMNS, CompareConfig, Comparison
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.address is not None and args.backend != "ray":
+        raise ValueError("--address is for --backend ray; add --backend ray or drop --address")
+    try:
+        check_backend(args.backend)
+    except ImportError as err:  # the one-line error of the command line
+        raise ValueError(str(err)) from None
     torch.set_num_threads(args.threads)
     config = CompareConfig(
         task=args.task,
@@ -113,12 +138,22 @@ def run(args: argparse.Namespace) -> int:
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, disable=args.quiet) as progress:
-        job = progress.add_task("trials", total=len(pending))
-        for method, seed in pending:
-            progress.update(job, description=f"{method}, seed {seed}")
-            comparison.run_trial(method, seed)
-            progress.advance(job)
+    with contextlib.ExitStack() as stack:
+        if args.backend == "ray" and pending:  # connected before the progress bar shows
+            stack.enter_context(ray_connection(args.address))
+        progress = stack.enter_context(Progress(*columns, console=console, disable=args.quiet))
+        job = progress.add_task(f"trials on {args.backend}", total=len(pending))
+
+        def started(method: str, seed: int) -> None:
+            if args.backend == "local":  # Ray runs them as CPUs free up
+                progress.update(job, description=f"{method}, seed {seed}")
+
+        run_pending(
+            comparison,
+            backend=args.backend,
+            on_start=started,
+            on_finish=lambda *_: progress.advance(job),
+        )
     paths = comparison.write_reports()
     table = Table(title=comparison.title())
     for k, column in enumerate(TABLE_COLUMNS):

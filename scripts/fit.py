@@ -98,12 +98,15 @@ def _members(args: argparse.Namespace, task: Task, loop: LoopConfig) -> list[Hyb
     members = []
     for k in range(args.ensemble):
         torch.manual_seed(args.seed * 1000 + k)
+        prior = task.make_prior(perturbation=loop.prior_perturbation)
         residual = None
         if args.residual == "mlp":
-            residual = task.make_residual(hidden=loop.hidden, activation=loop.activation)
+            residual = task.make_residual(
+                hidden=loop.hidden, activation=loop.activation, prior=prior
+            )
         members.append(
             HybridODE(
-                task.make_prior(perturbation=loop.prior_perturbation),
+                prior,
                 residual,
                 dt=task.dt,
                 method=args.method or loop.method,

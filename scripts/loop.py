@@ -36,6 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="any LoopConfig field, VALUE as JSON (e.g. --set fit.iterations=300 "
         "--set hidden=[64,64]); repeatable",
     )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device of the model fits, the learned envs and the agent, e.g. cpu or "
+        "cuda (default: the config's, cpu)",
+    )
     add_threads(parser)
     parser.add_argument("--progress", action="store_true", help="progress bars")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration log")
@@ -80,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from hybridgym.agents import LoopConfig, ModelBasedLoop
     from hybridgym.envs import get_task
 
-    setup_torch(args)
+    device = setup_torch(args)
     task = get_task(_task_name(args))
     overrides = parse_overrides(args.set)
+    if args.device is not None:
+        overrides["device"] = device
     for name in ("seed", "iterations", "agent"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)

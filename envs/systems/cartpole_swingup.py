@@ -3,7 +3,9 @@ the textbook model does not know."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -11,7 +13,7 @@ from gymnasium import spaces
 
 from hybridgym.envs.system_env import SystemEnv
 from hybridgym.envs.task import Task, register_task
-from hybridgym.models import PhysicsPrior
+from hybridgym.models import MLPResidual, PhysicsPrior, register_residual
 from hybridgym.models.arrays import Array, array_namespace, uniform, wrap_angle
 
 GRAVITY = 9.81  # m/s^2
@@ -25,6 +27,7 @@ CART_COULOMB = 0.5  # N, smoothed with tanh(xdot / COULOMB_SPEED)
 COULOMB_SPEED = 0.05  # m/s
 JOINT_VISCOUS = 0.02  # N m s
 TRACK_LIMIT = 2.4  # m
+VELOCITIES = (1, 3)  # state dimensions xdot, thetadot
 #: m, width of the Gaussian reward on the tip distance: 2 sigma^2 = (pole length)^2, PETS's
 #: exp(-d^2 / l^2) (a width of 0.5 m left a 1.5 s planning horizon no signal from hanging)
 REWARD_WIDTH = 2.0**-0.5
@@ -69,12 +72,27 @@ def cartpole_vector_field(
         b_cart = b_cart - cart_coulomb * xp.tanh(xdot / COULOMB_SPEED)
     if not _is_zero(joint_viscous):
         b_pole = b_pole - joint_viscous * thetadot
+    xdd, thdd = cartpole_accelerations(cos, b_cart, b_pole, cart_mass, pole_mass, half_length)
+    return xp.stack([xdot, xdd, thetadot, thdd], -1)
+
+
+def cartpole_accelerations(
+    cos: Array,
+    cart_force: Array,
+    pole_torque: Array,
+    cart_mass: Array | float = CART_MASS,
+    pole_mass: Array | float = POLE_MASS,
+    half_length: Array | float = HALF_LENGTH,
+) -> tuple[Array, Array]:
+    """(xdd, thdd) from the generalised forces on the cart (N) and the pole (N m): the
+    cart-pole's 2 x 2 mass matrix at cos(theta) = ``cos``, solved in closed form."""
+    ml = pole_mass * half_length
     inertia = (4.0 / 3.0) * ml * half_length
     ml_cos = ml * cos
     det = (cart_mass + pole_mass) * inertia - ml_cos**2
-    xdd = (inertia * b_cart - ml_cos * b_pole) / det
-    thdd = ((cart_mass + pole_mass) * b_pole - ml_cos * b_cart) / det
-    return xp.stack([xdot, xdd, thetadot, thdd], -1)
+    xdd = (inertia * cart_force - ml_cos * pole_torque) / det
+    thdd = ((cart_mass + pole_mass) * pole_torque - ml_cos * cart_force) / det
+    return xdd, thdd
 
 
 class CartPolePrior(PhysicsPrior):
@@ -108,6 +126,117 @@ class CartPolePrior(PhysicsPrior):
             cart_coulomb=0.0,
             joint_viscous=0.0,
         )
+
+
+class CartPoleForceResidual(MLPResidual):
+    """The missing physics as generalised forces: a network of the velocities gives a force
+    on the cart and a torque on the pole, and the cart-pole's mass matrix turns them into
+    accelerations (B x 4 out, zero on the kinematic rows x and theta).
+
+    Friction of any kind enters a mechanical system this way: as forces that depend on the
+    velocities, whose effect on the accelerations depends on the pose through the mass matrix
+    (a cart force tips the pole one way when it hangs and the other way when it stands). A
+    whole-state network must learn that coupling from data and extrapolates it badly to poses
+    it has seen little of, such as upright right after the first swing-up; here it is given.
+    The mass matrix uses the constants passed in (the prior's starting values: its learned
+    constants move during fits, the network's output scale absorbs the difference).
+
+    Args:
+        hidden, activation: the network, as :class:`~hybridgym.models.MLPResidual`.
+        cart_mass, pole_mass, half_length: the mass matrix's constants (kg, kg, m; > 0).
+    """
+
+    network_outputs = 2  # (xdot, thetadot) in, (cart force, pole torque) out
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (32, 32),
+        activation: str = "tanh",
+        cart_mass: float = CART_MASS,
+        pole_mass: float = POLE_MASS,
+        half_length: float = HALF_LENGTH,
+    ) -> None:
+        super().__init__(4, 0, hidden=hidden, activation=activation, input_dims=VELOCITIES)
+        for name, value in (
+            ("cart_mass", cart_mass),
+            ("pole_mass", pole_mass),
+            ("half_length", half_length),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+        self.cart_mass, self.pole_mass, self.half_length = (
+            float(cart_mass),
+            float(pole_mass),
+            float(half_length),
+        )
+        self.register_buffer("dxdt_scale", torch.ones(4))
+        # the mass matrix [[M + m, ml cos], [ml cos, I]] has determinant (M + m) I - (ml cos)^2
+        # and inverse [[I, -ml cos], [-ml cos, M + m]] / det: precomputed parts of it
+        ml = self.pole_mass * self.half_length
+        inertia = (4.0 / 3.0) * ml * self.half_length
+        self._ml = ml
+        self.register_buffer("_det_at_zero", torch.tensor((cart_mass + pole_mass) * inertia))
+        self.register_buffer("_diagonal", torch.tensor([inertia, cart_mass + pole_mass]))
+        self._det_at_zero: torch.Tensor
+        self._diagonal: torch.Tensor
+        self.action_dim = 1  # takes the force like any residual; friction does not depend on it
+
+    def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Network inputs before normalisation: (xdot, thetadot), B x 2."""
+        return x[..., 1::2]
+
+    @torch.no_grad()
+    def set_statistics(
+        self, x: torch.Tensor, u: torch.Tensor, dxdt: torch.Tensor | None = None
+    ) -> None:
+        """Input normalisation from the states; output scales (a typical force and torque)
+        from the typical accelerations times the matching diagonal of the mass matrix."""
+        super().set_statistics(x, u, None)
+        if dxdt is not None and len(dxdt) > 1:
+            scale = dxdt.std(0).clamp_min(1e-6)
+            self.dxdt_scale.copy_(scale)
+            ml = self.pole_mass * self.half_length
+            inertia = (4.0 / 3.0) * ml * self.half_length
+            self.output_scale.copy_(
+                torch.stack([scale[1] * (self.cart_mass + self.pole_mass), scale[3] * inertia])
+            )
+
+    def forces(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's (cart force N, pole torque N m) at states x, B x 2."""
+        return self.network(self.features(x, x))
+
+    def from_forces(self, x: torch.Tensor, forces: torch.Tensor) -> torch.Tensor:
+        """dx/dt (B x 4) that generalised forces (B x 2: cart N, pole N m) add at states x:
+        (xdd, thdd) = M(theta)^-1 forces on the velocity rows, zero on x and theta.
+
+        As :func:`cartpole_accelerations`, in fewer tensor operations (this runs in every
+        planning step)."""
+        ml_cos = torch.cos(x[..., 2:3]).mul_(self._ml)
+        inverse_det = torch.addcmul(self._det_at_zero, ml_cos, ml_cos, value=-1.0).reciprocal_()
+        accelerations = torch.addcmul(forces * self._diagonal, ml_cos, forces.flip(-1), value=-1.0)
+        out = x.new_zeros(x.shape)
+        out[..., 1::2] = accelerations.mul_(inverse_det)
+        return out
+
+    def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return self.from_forces(x, self.forces(x))
+
+    def state_scale(self) -> torch.Tensor:
+        return self.dxdt_scale
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "cart_mass": self.cart_mass,
+            "pole_mass": self.pole_mass,
+            "half_length": self.half_length,
+        }
+
+
+register_residual("CartPoleForceResidual", CartPoleForceResidual)
 
 
 class CartPoleSwingUpTask(Task):
@@ -192,6 +321,29 @@ class CartPoleSwingUpTask(Task):
             state, action, cart_viscous=0.0, cart_coulomb=0.0, joint_viscous=0.0
         )
         return self.true_vector_field(state, action) - frictionless
+
+    def make_residual(
+        self,
+        hidden: Sequence[int] = (32, 32),
+        activation: str = "tanh",
+        structured: bool = True,
+        prior: torch.nn.Module | None = None,
+    ) -> torch.nn.Module:
+        """A :class:`CartPoleForceResidual` (friction as generalised forces of the velocities)
+        with the mass matrix at ``prior``'s constants (None: the textbook values);
+        ``structured=False``: the whole-state MLP of :meth:`Task.make_residual`."""
+        if not structured:
+            return super().make_residual(hidden, activation, structured=False)
+        constants = {} if prior is None else prior.constants()
+        masses = {
+            name: float(constants[name].detach()) if name in constants else default
+            for name, default in (
+                ("cart_mass", CART_MASS),
+                ("pole_mass", POLE_MASS),
+                ("half_length", HALF_LENGTH),
+            )
+        }
+        return CartPoleForceResidual(hidden, activation, **masses)
 
     def _make_prior(self, scale: float) -> CartPolePrior:
         return CartPolePrior(

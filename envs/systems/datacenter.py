@@ -1,10 +1,12 @@
-"""``hybridgym/DataCenter-v0``: inlet temperatures of a row of rack zones under cooling control.
+"""``hybridgym/DataCenter-v0``: inlet temperatures of rack zones (a row, or a grid of rows) under
+cooling control.
 
 Units: temperature in degrees C, heat in kW, time in hours, thermal capacitance in kWh/K.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -17,6 +19,7 @@ from hybridgym.envs.system_env import SystemEnv
 from hybridgym.envs.task import Task, register_task
 from hybridgym.models import PhysicsPrior, UnitResidual
 from hybridgym.models.arrays import Array, array_namespace, normal, uniform
+from hybridgym.models.topology import Topology
 
 CAPACITANCE = 0.5  # kWh/K per zone (air and rack thermal mass)
 COOLING_GAIN = 4.0  # kW/K removed per K of (inlet - supply) at full effort
@@ -35,6 +38,7 @@ MAX_INLET = 27.0  # C, ASHRAE recommended upper limit
 COOLING_POWER = 12.0  # kW electrical per zone at full effort
 OVERHEAT_WEIGHT = 1.0  # reward penalty per K above MAX_INLET, per zone and step
 DT_HOURS = 5.0 / 60.0
+TOPOLOGIES = ("row", "grid")  # zone layouts DataCenterTask and DataCenterEnv accept by name
 
 
 def load_profile(cos_tod: Array) -> Array:
@@ -51,25 +55,27 @@ def datacenter_vector_field(
     outside_coupling: Array | float = OUTSIDE_COUPLING,
     recirculation: float = RECIRCULATION,
     saturation: float = SATURATION,
+    topology: Topology | None = None,
 ) -> Array:
     """Zone temperatures, loads and the time-of-day clock; B x (2 n + 2).
 
     State x = (T_1..T_n, q_1..q_n, sin tod, cos tod), action u = (u_1..u_n) in [0, 1].
     ```
     C dT_i/dt = q_i + r q_i^2/q_nom - K eff(u_i) (T_i - T_sup)
-                + k_nb (T_{i-1} + T_{i+1} - 2 T_i) + k_out (T_out(tod) - T_i)
+                + k_nb sum_{j ~ i} (T_j - T_i) + k_out (T_out(tod) - T_i)
     dq_i/dt   = q_i d/dt log(profile(tod))
     d(sin, cos)/dt = omega (cos, -sin)
     ```
     eff(u) = u when ``saturation == 0`` (the textbook prior), else
-    (1 - exp(-s u)) / (1 - exp(-s)). Zones form a row; the end zones have one neighbour.
+    (1 - exp(-s u)) / (1 - exp(-s)). j ~ i: the zones coupled to zone i in ``topology`` (None:
+    a row, ``Topology.row(n)``, where the end zones have one neighbour); the sum is a sparse
+    gather, O(zones x neighbours), never an n x n product.
     """
     xp = array_namespace(x)
     n = u.shape[-1]
+    graph = Topology.row(n) if topology is None else topology
     temps, loads = x[..., :n], x[..., n : 2 * n]
     sin_tod, cos_tod = x[..., 2 * n : 2 * n + 1], x[..., 2 * n + 1 : 2 * n + 2]
-    left = xp.concatenate([temps[..., :1], temps[..., :-1]], -1)
-    right = xp.concatenate([temps[..., 1:], temps[..., -1:]], -1)
     outside = OUTSIDE_MEAN - OUTSIDE_AMPLITUDE * cos_tod
     if isinstance(saturation, int | float) and saturation == 0:
         effectiveness = u
@@ -79,7 +85,7 @@ def datacenter_vector_field(
     d_temps = (
         heat
         - cooling_gain * effectiveness * (temps - SUPPLY_TEMP)
-        + neighbour_coupling * (left + right - 2.0 * temps)
+        + neighbour_coupling * graph.diffusion(temps)
         + outside_coupling * (outside - temps)
     ) / capacitance
     d_loads = loads * (OMEGA * LOAD_AMPLITUDE * sin_tod / load_profile(cos_tod))
@@ -90,8 +96,10 @@ class DataCenterPrior(PhysicsPrior):
     """Lumped RC prior: linear cooling effectiveness, no recirculation.
 
     Learnable (positive): ``capacitance``, ``cooling_gain``, ``neighbour_coupling``,
-    ``outside_coupling``. The load and clock equations are known exactly. Missing physics:
-    recirculation heat that grows with load, and cooling effectiveness that saturates.
+    ``outside_coupling``: four numbers whatever the zone count (one conductance for every
+    coupled pair of ``topology``, default a row). The load and clock equations are known
+    exactly. Missing physics: recirculation heat that grows with load, and cooling
+    effectiveness that saturates.
     """
 
     def __init__(
@@ -101,8 +109,24 @@ class DataCenterPrior(PhysicsPrior):
         cooling_gain: float = COOLING_GAIN,
         neighbour_coupling: float = NEIGHBOUR_COUPLING,
         outside_coupling: float = OUTSIDE_COUPLING,
+        *,
+        topology: Topology | None = None,
     ) -> None:
+        num_zones = _check_num_zones(num_zones)
+        if topology is None:
+            topology = Topology.row(num_zones)
+        if not isinstance(topology, Topology):
+            raise TypeError(
+                "topology must be a hybridgym.models.topology.Topology (e.g. Topology.grid(4, 8))"
+                f" or None for a row, got {type(topology).__name__}"
+            )
+        if topology.num_units != num_zones:
+            raise ValueError(
+                f"the topology has {topology.num_units} units but num_zones is {num_zones}; "
+                "build it for the same number of zones"
+            )
         super().__init__(state_dim=2 * num_zones + 2, action_dim=num_zones)
+        self.topology = topology
         self.add_constant("capacitance", capacitance, positive=True)
         self.add_constant("cooling_gain", cooling_gain, positive=True)
         self.add_constant("neighbour_coupling", neighbour_coupling, positive=True)
@@ -119,6 +143,7 @@ class DataCenterPrior(PhysicsPrior):
             outside_coupling=c["outside_coupling"],
             recirculation=0.0,
             saturation=0.0,
+            topology=self.topology,
         )
 
 
@@ -130,6 +155,40 @@ def _check_num_zones(num_zones: Any) -> int:
     if num_zones < 1:
         raise ValueError(f"num_zones must be an int >= 1 (e.g. 4), got {num_zones}")
     return int(num_zones)
+
+
+def _make_topology(num_zones: int, topology: Any, rows: Any) -> Topology:
+    """The zone graph named by ``topology`` (and ``rows`` for a grid), checked."""
+    if not isinstance(topology, str):
+        raise TypeError(
+            f"topology must be one of {TOPOLOGIES} (a name), got {type(topology).__name__} "
+            f"{topology!r}"
+        )
+    if topology not in TOPOLOGIES:
+        close = difflib.get_close_matches(topology, TOPOLOGIES, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown topology {topology!r}; use one of {TOPOLOGIES}.{hint}")
+    divisors = [d for d in range(1, num_zones + 1) if num_zones % d == 0]
+    if topology == "row":
+        if rows is not None:
+            raise ValueError(
+                f"rows={rows!r} is for topology='grid'; a 'row' is one row of zones (pass "
+                "topology='grid' with rows, or leave rows out)"
+            )
+        return Topology.row(num_zones)
+    if rows is None:
+        raise ValueError(
+            f"topology='grid' needs rows=, the number of rack rows: a divisor of "
+            f"num_zones={num_zones} ({', '.join(map(str, divisors))})"
+        )
+    if isinstance(rows, bool) or not isinstance(rows, int | np.integer):
+        raise TypeError(f"rows must be an int >= 1, got {type(rows).__name__} {rows!r}")
+    if rows < 1 or num_zones % rows:
+        raise ValueError(
+            f"rows={rows} must divide num_zones={num_zones} (each row holds as many zones); "
+            f"use one of {', '.join(map(str, divisors))}"
+        )
+    return Topology.grid(int(rows), num_zones // int(rows))
 
 
 def _check_load_noise(load_noise: Any) -> float:
@@ -160,13 +219,24 @@ class DataCenterTask(Task):
         "C T_i' = q_i + recirc(q_i) - K eff(u_i)(T_i - T_sup) + neighbours + outside air"
     )
 
-    def __init__(self, num_zones: int = 4, load_noise: float = 0.05) -> None:
+    def __init__(
+        self,
+        num_zones: int = 4,
+        load_noise: float = 0.05,
+        topology: str = "row",
+        rows: int | None = None,
+    ) -> None:
         self.num_zones = _check_num_zones(num_zones)
         self.load_noise = _check_load_noise(load_noise)
+        #: which zones exchange heat (a :class:`~hybridgym.models.topology.Topology`)
+        self.topology = _make_topology(self.num_zones, topology, rows)
 
     @property
     def real_env_kwargs(self) -> dict[str, Any]:
-        return {"num_zones": self.num_zones, "load_noise": self.load_noise}
+        kwargs: dict[str, Any] = {"num_zones": self.num_zones, "load_noise": self.load_noise}
+        if self.topology.kind == "grid":  # a row (the default) is left out: older files agree
+            kwargs.update(topology="grid", rows=self.topology.shape[0])
+        return kwargs
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -217,14 +287,20 @@ class DataCenterTask(Task):
         return xp.concatenate([temps, loads, midnight_sin, midnight_cos], -1)
 
     def true_vector_field(self, state: Array, action: Array) -> Array:
-        return datacenter_vector_field(state, action)
+        return datacenter_vector_field(state, action, topology=self.topology)
 
     def missing_physics(self, state: Array, action: Array) -> Array:
-        prior_at_truth = datacenter_vector_field(state, action, recirculation=0.0, saturation=0.0)
+        prior_at_truth = datacenter_vector_field(
+            state, action, recirculation=0.0, saturation=0.0, topology=self.topology
+        )
         return self.true_vector_field(state, action) - prior_at_truth
 
     def make_residual(
-        self, hidden: Sequence[int] = (32, 32), activation: str = "tanh", structured: bool = True
+        self,
+        hidden: Sequence[int] = (32, 32),
+        activation: str = "tanh",
+        structured: bool = True,
+        prior: torch.nn.Module | None = None,
     ) -> torch.nn.Module:
         """One network shared by the zones: zone i's temperature, load and cooling effort and
         the clock in, a correction to dT_i/dt out (the missing physics is local to a zone;
@@ -251,18 +327,25 @@ class DataCenterTask(Task):
             cooling_gain=COOLING_GAIN * scale,
             neighbour_coupling=NEIGHBOUR_COUPLING * scale,
             outside_coupling=OUTSIDE_COUPLING * scale,
+            topology=self.topology,
         )
 
 
 class DataCenterEnv(SystemEnv):
-    """A row of ``num_zones`` rack zones: keep inlet temperatures at or below 27 C (the ASHRAE
-    recommended upper limit) with as little cooling energy as possible, over one day.
+    """``num_zones`` rack zones in a row (or a grid of rows): keep inlet temperatures at or
+    below 27 C (the ASHRAE recommended upper limit) with as little cooling energy as possible,
+    over one day.
 
     ## Dynamics (units: C, kW, hours)
     ```
     C dT_i/dt = q_i + r q_i^2/q_nom - K eff(u_i) (T_i - T_sup)
-                + k_nb (T_{i-1} + T_{i+1} - 2 T_i) + k_out (T_out - T_i)
+                + k_nb sum_{j ~ i} (T_j - T_i) + k_out (T_out - T_i)
     ```
+    j ~ i: the zones next to zone i. ``topology="row"`` (default): zones 0 .. n-1 in a line,
+    zone i next to i - 1 and i + 1 (the ends have one neighbour). ``topology="grid"`` with
+    ``rows=R``: R rows of n / R zones numbered row by row (zone r n/R + c), each next to its
+    left and right neighbour and to the zones at the same position in the rows in front and
+    behind.
     C = 0.5 kWh/K, K = 4 kW/K, T_sup = 16 C, k_nb = 0.5 kW/K, k_out = 0.3 kW/K,
     T_out = 22 - 6 cos(2 pi t/24h) C. IT load q_i = 20 kW x (0.7 - 0.25 cos(2 pi t/24h)) x m_i,
     where the multiplier m_i follows an AR(1) in log space (correlation 0.9 per step, stationary
@@ -299,14 +382,25 @@ class DataCenterEnv(SystemEnv):
     u (at u = 0.3 the truth removes 63 % of full-effort heat, the prior expects 30 %).
 
     ## Arguments
-    ``num_zones`` (int >= 1, default 4); ``load_noise`` (float in [0, 0.5], default 0.05).
+    ``num_zones`` (int >= 1, default 4); ``load_noise`` (float in [0, 0.5], default 0.05);
+    ``topology`` (``"row"``, default, or ``"grid"``); ``rows`` (grid only: the number of rows,
+    a divisor of ``num_zones``).
 
     ## Version history
-    * v0: initial version.
+    * v0: initial version. ``topology`` and ``rows`` were added later; the default row is
+      unchanged (bit for bit).
     """
 
-    def __init__(self, num_zones: int = 4, load_noise: float = 0.05) -> None:
-        super().__init__(DataCenterTask(num_zones=num_zones, load_noise=load_noise))
+    def __init__(
+        self,
+        num_zones: int = 4,
+        load_noise: float = 0.05,
+        topology: str = "row",
+        rows: int | None = None,
+    ) -> None:
+        super().__init__(
+            DataCenterTask(num_zones=num_zones, load_noise=load_noise, topology=topology, rows=rows)
+        )
 
     def _transition(self, x: np.ndarray, u: np.ndarray) -> np.ndarray:
         x_next = self.task.true_step(x, u)

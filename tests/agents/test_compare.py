@@ -132,3 +132,37 @@ def test_summary_counts_unreached_seeds_as_infinitely_many_steps(tmp_path):
     assert comparison.table_rows() == [
         ["SAC (model-free)", "100", "2/3", "100", "-240.0 +- 113.4", "2.0", "3.0"]
     ]
+
+
+def test_trials_are_written_in_one_order_whatever_order_they_finish(tmp_path):
+    config = CompareConfig("pendulum", budget=100, seeds=3, methods=("sac", "ppo"))
+
+    def trial(final):
+        return {
+            "curve": [[100, final]],
+            "steps_to_threshold": None,
+            "seconds_to_threshold": None,
+            "final_real_steps": 100,
+            "final_return_mean": final,
+            "final_return_std": 0.0,
+            "wall_seconds": 1.0,
+            "total_seconds": 2.0,
+        }
+
+    finished = [("ppo", 2), ("sac", 1), ("ppo", 0), ("sac", 0)]
+    texts = []
+    for k, order in enumerate((finished, finished[::-1])):
+        comparison = Comparison(config, tmp_path / str(k))
+        for method, seed in order:
+            comparison.record_trial(method, seed, trial(-1000.0 - seed))
+        text = (tmp_path / str(k) / "results.json").read_text()
+        texts.append(json.dumps(json.loads(text)["trials"]))
+        # the configuration's methods in its order, each one's seeds by number
+        stored = json.loads(text)["trials"]
+        assert [(m, list(by_seed)) for m, by_seed in stored.items()] == [
+            ("sac", ["0", "1"]),
+            ("ppo", ["0", "2"]),
+        ]
+    assert texts[0] == texts[1]
+    with pytest.raises(ValueError, match=r"\('td3', 0\) is not a trial of this comparison"):
+        comparison.record_trial("td3", 0, trial(-1.0))

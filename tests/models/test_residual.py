@@ -97,6 +97,32 @@ def test_unit_residual_is_shared_by_units_and_writes_only_their_outputs():
     assert net(x[None].expand(3, -1, -1), u[None].expand(3, -1, -1)).shape == (3, 6, 10)
 
 
+@pytest.mark.parametrize("hidden", [(), (8,), (16, 8)])
+def test_unit_residual_inference_path_equals_the_autograd_path(hidden):
+    net = _randomised(_zones(5, hidden))
+    for shape in ((7,), (64,), (3, 7), (7,)):  # new and reused workspaces, leading dims
+        x, u = torch.randn(*shape, 12) * 3, torch.rand(*shape, 5)
+        with_grad = net(x, u)
+        with torch.no_grad():
+            no_grad = net(x, u)
+        with torch.inference_mode():
+            inference = net(x, u)
+        assert no_grad.shape == with_grad.shape == (*shape, 12)
+        torch.testing.assert_close(no_grad, with_grad.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(inference, with_grad.detach(), rtol=1e-5, atol=1e-5)
+        assert torch.all(no_grad[..., 5:] == 0)
+    with torch.no_grad():
+        assert net.double()(x.double(), u.double()).dtype == torch.float64
+
+
+def test_a_network_without_hidden_layers_is_normalised_on_every_path():
+    for net in (_randomised(MLPResidual(3, 2, hidden=())), _randomised(_zones(2, hidden=()))):
+        x, u = torch.randn(9, net.state_dim) * 3, torch.rand(9, net.action_dim)
+        with torch.no_grad():
+            fast = net(x, u)
+        torch.testing.assert_close(fast, net(x, u).detach(), rtol=1e-5, atol=1e-5)
+
+
 def test_unit_residual_parameters_do_not_grow_with_units():
     counts = {n: sum(p.numel() for p in _zones(n).parameters()) for n in (1, 4, 64)}
     assert len(set(counts.values())) == 1, counts
