@@ -3,6 +3,7 @@ backend (up to measured times), each trial in its own run directory, through the
 ``hybridgym compare --backend ray``; and the errors of a missing Ray or a bad address."""
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -186,15 +187,7 @@ def test_cli_joins_the_ray_cluster_at_an_address(grids, ray_module, tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_ray_trial_leaves_the_others_recorded(ray_module, tmp_path):
-    config = CompareConfig(
-        "pendulum",
-        budget=50,
-        seeds=1,
-        methods=("loop", "sac"),
-        eval_episodes=1,
-        eval_every=25,
-        model_free={"learning_starts": 25, "policy_kwargs": {"net_arch": [8]}},
-    )
+    config = dataclasses.replace(CONFIG, seeds=1)
     (tmp_path / "loop").mkdir()
     (tmp_path / "loop" / "seed_0").write_text("a file where the loop's run directory goes")
     comparison = Comparison(config, tmp_path)
