@@ -51,7 +51,7 @@ from hybridgym.models import (
     fit,
     prediction_errors,
 )
-from hybridgym.models.arrays import unwrap_angles
+from hybridgym.models.arrays import unwrap_angles, usable_device
 from hybridgym.models.files import atomic_write_text
 from hybridgym.models.hybrid import METHODS
 from hybridgym.models.residual import ACTIVATIONS
@@ -470,7 +470,7 @@ class ModelBasedLoop:
             raise TypeError(f"config must be a LoopConfig, got {type(self.config).__name__}")
         self.run_dir = pathlib.Path(run_dir)
         self._log = log
-        self.device = _usable_device(self.config.device)
+        self.device = usable_device(self.config.device, "LoopConfig.device")
         self.history: list[dict[str, Any]] = []
         self.model: HybridODE | Ensemble | None = None
         self.agent: Any = None
@@ -924,24 +924,6 @@ def _fit_problem(model: torch.nn.Module, report: FitReport) -> str | None:
     if last["loss"] > DIVERGED_FACTOR * same[0] and last["loss"] > 0:
         return f"loss rose from {same[0]:.3g} to {last['loss']:.3g}"
     return None
-
-
-def _usable_device(name: str) -> torch.device:
-    """``LoopConfig.device`` as a torch device that exists here, else a ``ValueError``."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(
-            f"LoopConfig.device {name!r} is not a torch device; use 'cpu' or 'cuda'"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"LoopConfig.device {name!r}: torch sees no CUDA device here "
-            "(torch.cuda.is_available() is False); use 'cpu'"
-        )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"LoopConfig.device {name!r}: MPS is not available here; use 'cpu'")
-    return device
 
 
 def _episodes_after(data: TrajectoryDataset, steps: int) -> TrajectoryDataset:

@@ -17,6 +17,7 @@ results with :meth:`StepResult.numpy` (one device->host copy per step).
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 from dataclasses import dataclass
@@ -123,6 +124,7 @@ def packed_numpy(result: StepResult) -> HostStepResult:
     )
 
 
+@functools.cache
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty(0, dtype=dtype).numpy().dtype
 

@@ -38,6 +38,23 @@ def unwrap_angles(states: np.ndarray, angle_dims: tuple[int, ...] | list[int]) -
     return out
 
 
+def usable_device(name: str, what: str = "device", instead: str = "cpu") -> torch.device:
+    """``name`` as a torch device this machine has, else a ``ValueError`` that names ``what``
+    (e.g. ``"--device"``) and suggests ``instead``."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{what} {name!r} is not a torch device; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"{what} {name}: torch sees no CUDA device here (torch.cuda.is_available() is "
+            f"False); use {instead}"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{what} {name}: MPS is not available here; use {instead}")
+    return device
+
+
 def lasting_tensor(values: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A constant tensor for a cache that outlives the call: an ordinary tensor even when made
     under ``torch.inference_mode`` (an inference tensor would break autograd later)."""

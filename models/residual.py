@@ -65,6 +65,7 @@ def _build_network(module: nn.Module, in_dim: int, out_dim: int) -> None:
     module.register_buffer("input_scale", torch.ones(in_dim))
     module.register_buffer("output_scale", torch.ones(out_dim))
     module.register_buffer("statistics_set", torch.tensor(False))
+    module._workspaces = {}
 
 
 def _inference(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -109,7 +110,33 @@ def _take(x: torch.Tensor, index: slice | torch.Tensor) -> torch.Tensor:
     return x[..., index] if isinstance(index, slice) else x.index_select(-1, index)
 
 
-class MLPResidual(nn.Module):
+class _NetworkResidual(nn.Module):
+    """What the residuals built on :func:`_build_network` share: the network on normalised
+    inputs times ``output_scale`` (:meth:`network`; without autograd through reused buffers),
+    the input normalisation from data, and dropping those buffers when the module moves."""
+
+    _workspaces: dict[tuple, list[torch.Tensor]]
+
+    def network(self, z: torch.Tensor) -> torch.Tensor:
+        """The network on features ``z`` (... x in_dim; normalised here), times
+        ``output_scale``; without autograd every leading index as one batch through reused
+        buffers."""
+        if torch.is_grad_enabled():
+            return self.net((z - self.input_shift) / self.input_scale) * self.output_scale
+        flat = _inference(self, z.reshape(-1, z.shape[-1]))
+        return flat.view(*z.shape[:-1], flat.shape[-1]) * self.output_scale
+
+    def _set_input_statistics(self, z: torch.Tensor) -> None:
+        """``input_shift`` / ``input_scale`` from features z (N x in_dim)."""
+        self.input_shift.copy_(z.mean(0))
+        self.input_scale.copy_(z.std(0).clamp_min(1e-6) if len(z) > 1 else torch.ones_like(z[0]))
+
+    def _apply(self, fn, recurse=True):  # .to(), .double(), ...: drop buffers of the old kind
+        self._workspaces = {}
+        return super()._apply(fn, recurse)
+
+
+class MLPResidual(_NetworkResidual):
     """dx/dt correction NN(x, u), B x n, from a multilayer perceptron.
 
     Inputs are normalised inside the module (``(z - shift) / scale``, buffers set from data by
@@ -170,7 +197,6 @@ class MLPResidual(nn.Module):
                 self.register_buffer(name, torch.tensor(index, dtype=torch.long), persistent=False)
         in_dim = len(self._plain_dims) + 2 * len(self._angle_inputs) + action_dim
         _build_network(self, in_dim, self.network_outputs or state_dim)
-        self._workspaces: dict[tuple, list[torch.Tensor]] = {}
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Network inputs before normalisation, B x in_dim."""
@@ -191,9 +217,7 @@ class MLPResidual(nn.Module):
         Args:
             x: states, N x n. u: actions, N x m. dxdt: typical time derivatives, N x n.
         """
-        z = self.features(x, u)
-        self.input_shift.copy_(z.mean(0))
-        self.input_scale.copy_(z.std(0).clamp_min(1e-6) if len(z) > 1 else torch.ones_like(z[0]))
+        self._set_input_statistics(self.features(x, u))
         if dxdt is not None and len(dxdt) > 1:
             self.output_scale.copy_(dxdt.std(0).clamp_min(1e-6))
         self.statistics_set.fill_(True)
@@ -202,20 +226,9 @@ class MLPResidual(nn.Module):
         """NN(x, u): B x n for x: B x n, u: B x m."""
         return self.network(self.features(x, u))
 
-    def network(self, z: torch.Tensor) -> torch.Tensor:
-        """The network on features ``z`` (B x in_dim; normalised here), times ``output_scale``;
-        without autograd, through reused buffers."""
-        if torch.is_grad_enabled() or z.dim() != 2:
-            return self.net((z - self.input_shift) / self.input_scale) * self.output_scale
-        return _inference(self, z) * self.output_scale
-
     def state_scale(self) -> torch.Tensor:
         """The typical size of each state's dx/dt the network was scaled with (n)."""
         return self.output_scale
-
-    def _apply(self, fn, recurse=True):  # .to(), .double(), ...: drop buffers of the old kind
-        self._workspaces = {}
-        return super()._apply(fn, recurse)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, plain types (saved in checkpoints)."""
@@ -244,7 +257,7 @@ def _index_groups(label: str, groups: Sequence[Sequence[int]], size: int, units:
     return groups
 
 
-class UnitResidual(nn.Module):
+class UnitResidual(_NetworkResidual):
     """dx/dt correction for a system of alike units (rack zones, cells, joints): one MLP whose
     weights every unit shares, fed with that unit's states and actions plus states all units
     see (a clock, an outside temperature).
@@ -312,7 +325,6 @@ class UnitResidual(nn.Module):
         self._output_pad = (outputs[0], state_dim - outputs[0] - len(outputs)) if run else None
         in_dim = self._states.shape[1] + self._actions.shape[1] + len(self.shared_states)
         _build_network(self, in_dim, len(self.unit_outputs[0]))
-        self._workspaces: dict[tuple, list[torch.Tensor]] = {}
 
     def features(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Per-unit network inputs before normalisation, ... x units x in_dim."""
@@ -326,13 +338,8 @@ class UnitResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """NN(x, u): ... x n (zero outside the unit outputs)."""
-        z = self.features(x, u)  # ... x units x in_dim
-        if torch.is_grad_enabled():
-            per_unit = self.net((z - self.input_shift) / self.input_scale)
-        else:  # every unit of every state as one batch through reused buffers
-            flat = _inference(self, z.reshape(-1, z.shape[-1]))
-            per_unit = flat.view(*z.shape[:-1], flat.shape[-1])
-        flat = (per_unit * self.output_scale).flatten(-2)  # ... x (units * out_dim)
+        # ... x units x in_dim in; every unit of every state one batch of the shared network
+        flat = self.network(self.features(x, u)).flatten(-2)  # ... x (units * out_dim)
         if self._output_pad is not None:
             return nn.functional.pad(flat, self._output_pad)
         return x.new_zeros(x.shape).index_copy(-1, self._outputs, flat)
@@ -342,9 +349,7 @@ class UnitResidual(nn.Module):
         self, x: torch.Tensor, u: torch.Tensor, dxdt: torch.Tensor | None = None
     ) -> None:
         """Input normalisation (and output scale from dx/dt samples), pooled over units."""
-        z = self.features(x, u).reshape(-1, self.input_shift.shape[0])
-        self.input_shift.copy_(z.mean(0))
-        self.input_scale.copy_(z.std(0).clamp_min(1e-6) if len(z) > 1 else torch.ones_like(z[0]))
+        self._set_input_statistics(self.features(x, u).reshape(-1, self.input_shift.shape[0]))
         if dxdt is not None and len(dxdt) > 1:
             scale = dxdt[..., self._outputs].reshape(-1, self.output_scale.shape[0]).std(0)
             self.output_scale.copy_(scale.clamp_min(1e-6))
@@ -356,10 +361,6 @@ class UnitResidual(nn.Module):
         scale = self.output_scale.new_ones(self.state_dim)
         scale[self._outputs] = self.output_scale.repeat(self.num_units)
         return scale
-
-    def _apply(self, fn, recurse=True):  # .to(), .double(), ...: drop buffers of the old kind
-        self._workspaces = {}
-        return super()._apply(fn, recurse)
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments, plain types (saved in checkpoints)."""

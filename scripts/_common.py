@@ -69,17 +69,11 @@ def setup_torch(args: argparse.Namespace) -> str:
     """Set torch's thread count; return the checked ``--device`` (``"cpu"`` without one)."""
     import torch
 
+    from hybridgym.models.arrays import usable_device
+
     torch.set_num_threads(args.threads)
     text = getattr(args, "device", None) or "cpu"
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"--device {text!r} is not a torch device; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {text}: torch sees no CUDA device here; use --device cpu")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {text}: MPS is not available here; use --device cpu")
-    return str(device)
+    return str(usable_device(text, "--device", instead="--device cpu"))
 
 
 def existing_file(text: str, what: str) -> pathlib.Path:

@@ -386,7 +386,7 @@ def test_cli_device_cuda_without_cuda_is_one_line_and_exit_2(
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0] == (
         f"hybridgym {command.split()[0]}: error: --device cuda: torch sees no CUDA device "
-        "here; use --device cpu"
+        "here (torch.cuda.is_available() is False); use --device cpu"
     )
     assert not any(tmp_path.iterdir()), "a refused command writes nothing"
 

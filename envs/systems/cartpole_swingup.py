@@ -197,11 +197,8 @@ class CartPoleForceResidual(MLPResidual):
         if dxdt is not None and len(dxdt) > 1:
             scale = dxdt.std(0).clamp_min(1e-6)
             self.dxdt_scale.copy_(scale)
-            ml = self.pole_mass * self.half_length
-            inertia = (4.0 / 3.0) * ml * self.half_length
-            self.output_scale.copy_(
-                torch.stack([scale[1] * (self.cart_mass + self.pole_mass), scale[3] * inertia])
-            )
+            # (xdd, thdd) scales times (M + m, I)
+            self.output_scale.copy_(scale[1::2] * self._diagonal.flip(0))
 
     def forces(self, x: torch.Tensor) -> torch.Tensor:
         """The network's (cart force N, pole torque N m) at states x, B x 2."""
