@@ -252,6 +252,11 @@ def _check_names(names: Any, field: str) -> tuple[str, ...]:
             raise TypeError(f"{field} must hold strings, got {type(name).__name__} {name!r}")
         if not name.strip():
             raise ValueError(f"{field} must be non-empty strings, got {names!r}")
+        if name != name.strip():  # a CSV header is read with its cells stripped
+            raise ValueError(
+                f"{field} must not start or end with whitespace (CSV headers are read "
+                f"stripped), got {name!r}"
+            )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ValueError(f"{field} must be unique; {duplicates} appear more than once")

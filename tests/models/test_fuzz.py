@@ -117,7 +117,7 @@ def _names_ok(names: object, count: int) -> bool:
     return (
         isinstance(names, list)
         and len(names) == count
-        and all(isinstance(c, str) and c.strip() for c in names)
+        and all(isinstance(c, str) and c.strip() and c == c.strip() for c in names)
         and len(set(names)) == len(names)
     )
 
