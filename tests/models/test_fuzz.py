@@ -63,7 +63,8 @@ def episode_fields(draw: st.DrawFn, n: int, m: int) -> dict[str, object]:
         rows[draw(st.sampled_from(["states", "actions"]))] += draw(st.sampled_from([-1, 1, 2]))
     if broken == "columns":
         cols[draw(st.sampled_from(["states", "actions"]))] += draw(st.sampled_from([-1, 1]))
-    out: dict[str, object] = {"broken": broken}
+    # steps == 0 is broken too, whatever ``broken`` says: an episode needs a transition
+    out: dict[str, object] = {"broken": broken, "steps": steps}
     for field in ("states", "actions"):
         shape = (max(rows[field], 0), max(cols[field], 0))
         out[field] = _array(draw, shape, dtypes[field])
@@ -88,8 +89,9 @@ def episode_fields(draw: st.DrawFn, n: int, m: int) -> dict[str, object]:
                 times[1] = times[0]
             elif how == "reverse" and times.size >= 2:
                 times = times[::-1].copy()
-            elif how == "special":
-                times[draw(st.integers(0, times.size - 1))] = draw(st.sampled_from(SPECIAL))
+            elif how == "special":  # non-finite: a huge finite time can still be increasing
+                non_finite = st.sampled_from([np.nan, np.inf, -np.inf])
+                times[draw(st.integers(0, times.size - 1))] = draw(non_finite)
             else:
                 times = np.append(times, times[-1] + 1.0)
         out["times"] = times
@@ -156,6 +158,8 @@ def _expected_words(fields: dict[str, object], index: int | None) -> list[str]:
         "rewards": ["rewards"],
         "none": list(FIELDS),
     }[broken]
+    if fields["steps"] == 0:  # the error may name the missing transition instead
+        words = [*words, "states", "actions"]
     if index is not None:
         words = [f"episode {index}: {w}" for w in words] + [f"{w} has" for w in words]
     return [*words, "dt", "state_names", "action_names", "angle_dims"]
