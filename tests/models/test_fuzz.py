@@ -147,6 +147,24 @@ def _round_trips(dataset: TrajectoryDataset) -> None:
             assert TrajectoryDataset.from_csv(csv_path) == dataset
 
 
+def _non_finite(fields: dict[str, object]) -> list[str]:
+    """The fields of an episode holding a NaN or an infinity (any field may draw one)."""
+    out = []
+    for name in FIELDS:
+        try:
+            if fields[name] is not None and not np.isfinite(np.asarray(fields[name])).all():
+                out.append(name)
+        except TypeError:  # object, bool or complex: a broken dtype, named as such
+            pass
+    return out
+
+
+def _is_broken(fields: dict[str, object]) -> bool:
+    """Whether the library must refuse this episode: broken on purpose, no transition, or a
+    non-finite value drawn into one of its fields."""
+    return fields["broken"] != "none" or fields["steps"] == 0 or bool(_non_finite(fields))
+
+
 def _expected_words(fields: dict[str, object], index: int | None) -> list[str]:
     broken = fields["broken"]
     words = {
@@ -160,6 +178,7 @@ def _expected_words(fields: dict[str, object], index: int | None) -> list[str]:
     }[broken]
     if fields["steps"] == 0:  # the error may name the missing transition instead
         words = [*words, "states", "actions"]
+    words = [*words, *_non_finite(fields)]  # special values drawn into any field break it too
     if index is not None:
         words = [f"episode {index}: {w}" for w in words] + [f"{w} has" for w in words]
     return [*words, "dt", "state_names", "action_names", "angle_dims"]
@@ -205,6 +224,9 @@ def test_from_arrays_builds_a_valid_dataset_or_names_the_field(
         for f in ("rewards", "times"):  # a list of None is not a field: all or none
             if any(v is None for v in kwargs[f]):
                 kwargs[f] = None
+                for e in episodes:  # left out: what was wrong with the field no longer is
+                    e[f] = None
+                    e["broken"] = "none" if e["broken"] == f else e["broken"]
         if data.draw(st.booleans()):  # one field with another number of episodes
             field = data.draw(st.sampled_from(["actions", "rewards", "times"]))
             if kwargs[field] is not None:
@@ -218,7 +240,7 @@ def test_from_arrays_builds_a_valid_dataset_or_names_the_field(
             angle_dims=angle_dims,
         )
     except Exception as error:  # the property is about the type
-        broken = [(i, e) for i, e in enumerate(episodes) if e["broken"] != "none"]
+        broken = [(i, e) for i, e in enumerate(episodes) if _is_broken(e)]
         index, fields = broken[0] if broken else (None, episodes[0])
         words = _expected_words(fields, index if layout == "list" else None)
         _assert_clear_error(error, [*words, "episodes", "episode 0", "per episode"])
