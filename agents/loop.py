@@ -291,6 +291,7 @@ SMALL_DATA_FIT: dict[str, Any] = {
     "learning_rate": 1e-2,
     "lbfgs_iterations": 50,
     "validation_fraction": 0.0,
+    "physics_first": False,
 }
 #: the differentiable agent's settings on the built-in tasks
 POLICY_IN_MODEL: dict[str, Any] = {"batch_size": 128, "horizon": 32}
@@ -815,11 +816,7 @@ class ModelBasedLoop:
         once more with a tenth of the learning rate and half the steps; if that fails too, the
         previous model is kept. Each failure is logged; the loop goes on either way."""
         before = copy.deepcopy(self.model.state_dict())
-        retry = dataclasses.replace(
-            config,
-            learning_rate=config.learning_rate / 10,
-            iterations=max(1, config.iterations // 2),
-        )
+        retry = config.cautious()
         for attempt, cfg in enumerate((config, retry)):
             report = fit(self.model, data, cfg)
             problem = _fit_problem(self.model, report)

@@ -69,6 +69,9 @@ CONFIG = FitConfig(
     patience=None,
     progress=False,
     validation_fraction=0.0,
+    lbfgs_iterations=0,
+    residual_penalty=0.0,
+    physics_first=False,
     validation_horizons=(METRIC_HORIZON,),
 )
 

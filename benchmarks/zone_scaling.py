@@ -137,6 +137,9 @@ def fit_seconds_per_iteration(
             lr_schedule="constant",
             validation_fraction=0.0,
             patience=None,
+            lbfgs_iterations=0,
+            residual_penalty=0.0,
+            physics_first=False,
             validation_horizons=(1,),
             progress=False,
         )

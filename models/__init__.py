@@ -11,7 +11,7 @@ from hybridgym.models.arrays import array_namespace, wrap_angle
 from hybridgym.models.data import Episode, TaskLike, TrajectoryDataset
 from hybridgym.models.distill import SymbolicResidual, distill
 from hybridgym.models.ensemble import Ensemble
-from hybridgym.models.fit import FitConfig, FitReport, fit, prediction_errors
+from hybridgym.models.fit import AUTO, FitConfig, FitReport, fit, prediction_errors
 from hybridgym.models.hybrid import (
     ADAPTIVE_METHODS,
     METHODS,
@@ -31,6 +31,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "ADAPTIVE_METHODS",
+    "AUTO",
     "FIXED_STEP_METHODS",
     "METHODS",
     "ConstantSpec",

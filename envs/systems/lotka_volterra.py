@@ -205,6 +205,7 @@ SEED_EXAMPLE_FIT = FitConfig(
     learning_rate=1e-2,
     lbfgs_iterations=100,
     batch_size=None,
+    residual_penalty=0.0,
     progress=False,
     validation_horizons=(1,),
 )

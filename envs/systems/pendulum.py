@@ -48,6 +48,7 @@ IDENTIFIABILITY_FIT = FitConfig(
     residual_penalty=0.1,
     lbfgs_iterations=100,
     batch_size=None,
+    physics_first=False,
     progress=False,
 )
 

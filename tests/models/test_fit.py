@@ -90,6 +90,7 @@ def test_fit_report_and_early_stopping():
         patience=2,
         curriculum=0.1,
         learning_rate=5e-2,
+        lbfgs_iterations=0,  # a polish would move the weights past the best check
         progress=False,
         validation_horizons=(1, 5),
     )
