@@ -134,7 +134,7 @@ class PendulumPrior(PhysicsPrior):
 
 
 # --- 3. SIRS epidemic: the incidence (under a contact reduction) is missing ------------------
-SIR = {"beta": 0.35, "recovery": 0.1, "waning": 0.02, "population": 10.0}  # thousands
+SIR = {"beta": 0.3, "recovery": 0.1, "waning": 0.02, "population": 10.0}  # thousands
 
 
 def _incidence(x: Array, u: Array) -> Array:
@@ -703,18 +703,18 @@ SYSTEMS: dict[str, FitSystem] = {
             prior_class=SIRPrior,
             true_constants={"recovery": SIR["recovery"], "waning": SIR["waning"]},
             not_identifiable={
-                "recovery": "the incidence (> 0 in dI/dt) grows with I as recovery does",
-                "waning": "the incidence (< 0 in dS/dt) is never balanced by anything but waning",
+                "recovery": "the incidence (> 0 in dI/dt) grows with I, as the recovery term does",
+                "waning": "the incidence (< 0 in dS/dt) is offset, on average, by the waning term",
             },
             start_low=(4.0, 0.05, 0.0),
             start_high=(9.0, 1.0, 4.0),
             action_low=(0.0,),
             action_high=(0.8,),
             hold=7.0,
-            episodes=6,
-            steps=100,
+            episodes=10,
+            steps=60,
             heldout_episodes=4,
-            heldout_steps=100,
+            heldout_steps=60,
             noise=0.0,
             tuned=_tuned(),
         ),
@@ -731,7 +731,7 @@ SYSTEMS: dict[str, FitSystem] = {
             true_constants={"pump1": TANKS["pump1"], "pump2": TANKS["pump2"]},
             not_identifiable={
                 "pump1": "commands are >= 0 and the outflow always drains: the gain takes its mean",
-                "pump2": "as pump1: the net outflow of tank 2 has a mean the gain absorbs",
+                "pump2": "as pump1, for the net outflow of tank 2",
             },
             start_low=(0.05, 0.05),
             start_high=(0.9, 0.9),
@@ -836,8 +836,8 @@ SYSTEMS: dict[str, FitSystem] = {
             prior_class=CSTRPrior,
             true_constants={"volume": CSTR["volume"], "heat_transfer": CSTR["heat_transfer"]},
             not_identifiable={
-                "volume": "the reaction always consumes A, as a higher flow / volume would not",
-                "heat_transfer": "reaction heat > 0 and T > jacket: exchange absorbs part of it",
+                "volume": "the reaction always consumes A, as a slower dilution would",
+                "heat_transfer": "the reaction heat (> 0) looks like weaker cooling (T > jacket)",
             },
             start_low=(0.3, 330.0),
             start_high=(0.9, 380.0),
