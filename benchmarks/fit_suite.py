@@ -277,7 +277,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         hints = "".join(
             f" ({n!r}: did you mean {close[0]!r}?)"
             for n in unknown
-            if (close := difflib.get_close_matches(n, SYSTEMS, n=1))
+            if (
+                close := difflib.get_close_matches(n, SYSTEMS, n=1, cutoff=0.5)
+                or [k for k in SYSTEMS if k.startswith(n[:4])]
+            )
         )
         parser.error(f"unknown system(s) {unknown or names}{hints}; known: {', '.join(SYSTEMS)}")
     try:

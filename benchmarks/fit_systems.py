@@ -623,7 +623,12 @@ def projection_bias(system: FitSystem, data: TrajectoryDataset) -> dict[str, flo
 
 
 def _tuned(**changes: object) -> FitConfig:
-    """A long full-batch fit: horizon curriculum, Adam, L-BFGS polish, no early stop."""
+    """A long full-batch fit: horizon curriculum, Adam, L-BFGS polish, no early stop.
+
+    Each system's variants were fitted once (seed 0) and the one with the lowest held-out
+    20-step error (normalised, as fit_suite.py reports it) that keeps the identifiable
+    constants within 10% was kept; ``tuned_note`` lists what was tried (20-step errors).
+    """
     base = FitConfig(
         horizon=15,
         iterations=4_000,
@@ -664,7 +669,8 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_episodes=4,
             heldout_steps=60,
             noise=0.0,
-            tuned=_tuned(),
+            tuned=_tuned(residual_penalty=0.01),
+            tuned_note="penalty 0.1: 0.0164 (constants within 1%); 0.01: 0.0142 (stiffness +8%)",
         ),
         FitSystem(
             name="pendulum_friction",
@@ -688,7 +694,8 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_episodes=4,
             heldout_steps=80,
             noise=0.01,
-            tuned=_tuned(),
+            tuned=_tuned(residual_penalty=0.01),
+            tuned_note="penalty 0.1: 0.0129 (constants within 2%); 0.01: 0.0121 (g_over_l -8%)",
             angle_dims=(0,),
         ),
         FitSystem(
@@ -716,7 +723,11 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_episodes=4,
             heldout_steps=60,
             noise=0.0,
-            tuned=_tuned(),
+            tuned=_tuned(residual_penalty=0.0, horizon=10),
+            tuned_note=(
+                "old 6 x 100-day data: 0.34-0.50 with any penalty; now h10 penalty 0: 0.059, "
+                "without a validation split 0.124, h15 0.068"
+            ),
         ),
         FitSystem(
             name="tanks",
@@ -743,7 +754,8 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_episodes=4,
             heldout_steps=60,
             noise=0.005,
-            tuned=_tuned(),
+            tuned=_tuned(residual_penalty=0.01, horizon=20),
+            tuned_note="h15 penalty 0.1: 0.053; 0.01: 0.0137; 0: 0.0170; h20 0.01: 0.0120",
         ),
         FitSystem(
             name="spring_coulomb",
@@ -771,7 +783,8 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_episodes=4,
             heldout_steps=50,
             noise=0.0,
-            tuned=_tuned(),
+            tuned=_tuned(residual_penalty=0.01),
+            tuned_note="penalty 0.1: 0.0029; 0.01: 0.0013",
         ),
         FitSystem(
             name="dc_motor",
@@ -799,6 +812,7 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_steps=100,
             noise=0.01,
             tuned=_tuned(),
+            tuned_note="penalty 0.1: 0.0073 (R, L, K, J within 4%); 0.01: 0.0055 but K, J 38% off",
         ),
         FitSystem(
             name="lorenz",
@@ -822,7 +836,11 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_episodes=4,
             heldout_steps=80,
             noise=0.0,
-            tuned=_tuned(),
+            tuned=_tuned(residual_penalty=0.0, horizon=8),
+            tuned_note=(
+                "h15 penalty 0.1: 0.248; 0.01: 0.186; h10 0: 0.045; h8 0: 0.042; "
+                "h8 0.001: 0.109; h5 0: 0.047; h10 lr 1e-2: 0.117"
+            ),
         ),
         FitSystem(
             name="cstr",
@@ -849,7 +867,10 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_episodes=4,
             heldout_steps=60,
             noise=0.005,
-            tuned=_tuned(),
+            tuned=_tuned(residual_penalty=0.0),
+            tuned_note=(
+                "h15 penalty 0.1: 0.053; 0.01: 0.0156; 0.001: 0.0126; 0: 0.0087; h10 0: 0.0124"
+            ),
         ),
         SeedExampleSystem(
             name="seed_example",
@@ -877,6 +898,9 @@ SYSTEMS: dict[str, FitSystem] = {
             heldout_steps=20,
             noise=5e-3,
             tuned=SEED_EXAMPLE_FIT,
+            tuned_note=(
+                "the library's SEED_EXAMPLE_FIT: 0.0440; h10, 3000 Adam + 300 L-BFGS: 0.0556"
+            ),
             substeps=200,
         ),
     )
