@@ -856,6 +856,7 @@ class ModelBasedLoop:
             self._say(f"resuming {self.run_dir} after iteration {done}")
         else:
             self.model = self._new_model()
+            self.task.reset_learned(cfg.seed)  # a Gymnasium env's reward and termination
         if done >= cfg.iterations or self._reached_stop():
             self._say(f"{self.run_dir} is complete ({done} iterations)")
             return self.history

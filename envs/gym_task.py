@@ -92,8 +92,8 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any
         raise ValueError(f"gym.make({env_id!r}) failed: {error}") from None
     except ModuleNotFoundError as error:
         raise ValueError(
-            f"gym.make({env_id!r}) could not import {error.name!r}: is the package that registers "
-            "it installed?"
+            f"gym.make({env_id!r}) could not import {error.name or str(error)!r}: is the package "
+            "that registers it installed?"
         ) from None
     except TypeError as error:
         raise ValueError(
@@ -243,13 +243,8 @@ class GymTask(Task):
         self._reward = _function(reward, "reward", n, m, "reward")
         self._terminated = _function(terminated, "terminated", n, m, "terminated")
         self._prior_factory = self._prior(prior)
-        self.reward_model = RewardModel(n, m, reward_hidden) if self._reward is None else None
-        self.termination_model = (
-            TerminationModel(n, reward_hidden) if self._terminated is None else None
-        )
-        for model in (self.reward_model, self.termination_model):
-            if model is not None:
-                model.requires_grad_(False)  # trained by learn() only
+        self._reward_hidden = tuple(reward_hidden)
+        self.reset_learned(0)
         learned = [
             k for k, f in (("reward", self._reward), ("termination", self._terminated)) if f is None
         ]
@@ -374,6 +369,23 @@ class GymTask(Task):
     def learned_parts(self) -> dict[str, torch.nn.Module]:
         parts = {"reward": self.reward_model, "termination": self.termination_model}
         return {name: model for name, model in parts.items() if model is not None}
+
+    def reset_learned(self, seed: int = 0) -> None:
+        """New learned reward and termination models (those not given), initial weights drawn
+        with ``seed``; they know nothing until :meth:`learn`."""
+        n, m, hidden = self.state_dim, self.action_dim, self._reward_hidden
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            self.reward_model = RewardModel(n, m, hidden) if self._reward is None else None
+            self.termination_model = (
+                TerminationModel(n, hidden) if self._terminated is None else None
+            )
+        finally:
+            torch.random.set_rng_state(state)  # the caller's random stream is not touched
+        for model in (self.reward_model, self.termination_model):
+            if model is not None:
+                model.requires_grad_(False)  # trained by learn() only
 
     def learn(self, data: Any, config: RewardFitConfig | None = None) -> dict[str, RewardFitReport]:
         """Refit the learned reward and termination on ``data`` (warm-started), in place.

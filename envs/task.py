@@ -152,6 +152,11 @@ class Task(ABC):
         a task that states everything (every built-in task)."""
         return {}
 
+    def reset_learned(self, seed: int = 0) -> None:
+        """Start :attr:`learned_parts` afresh, their initial weights drawn with ``seed`` (a
+        fresh loop run does this, so the same seed gives the same run)."""
+        return None  # nothing is learned by a task that states everything
+
     def learn(self, data: Any, config: Any = None) -> dict[str, Any]:
         """Refit :attr:`learned_parts` on ``data`` (a ``TrajectoryDataset`` of this task),
         warm-started; returns a report per part. A task without learned parts does nothing."""
