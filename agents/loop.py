@@ -408,21 +408,40 @@ LOOP_DEFAULTS: dict[str, dict[str, Any]] = {
 #: without --task): an MLP vector field (plus the system's prior where it has one), Euler
 #: steps at the data's control interval (a sampled system is a discrete-time map: Euler makes
 #: the network learn that map's increments directly)
-GENERIC_MODEL: dict[str, Any] = {"method": "euler", "hidden": (64, 64), "activation": "silu"}
+GENERIC_MODEL: dict[str, Any] = {"method": "euler", "hidden": (32, 32), "activation": "silu"}
+#: how far the generic planner looks ahead: this many seconds where the system's time unit is
+#: physical (mechanical systems of a human scale; Pendulum-v1: 30 steps, InvertedPendulum-v5:
+#: 38), else (time counted in steps) this share of an episode (MountainCarContinuous-v0: 124
+#: steps), within the bounds below
+PLAN_SECONDS = 1.5
+PLAN_EPISODE_SHARE = 1 / 8
+PLAN_STEPS = (10, 150)
 
 
 def generic_loop_defaults(task: Task) -> dict[str, Any]:
     """LoopConfig values for a task without a row in :data:`LOOP_DEFAULTS` (any Gymnasium
-    env, a dataset's system): derived from its episode length, no constants per system.
+    env, a dataset's system): derived from its control interval and episode length, no
+    constants per system.
 
-    A black-box ensemble (a plain neural ODE per member, or the task's prior plus a network
-    where it has one), Euler steps at the env's control interval (a discrete-time system's
-    natural model), the CEM planner with an optimism bonus while collecting, and the fit at
-    ``FitConfig``'s defaults.
+    - the model: :data:`GENERIC_MODEL`, an ensemble of 5 (a plain neural ODE per member, or the
+      task's prior plus a network where it has one), fitted with ``FitConfig``'s defaults;
+    - data: a fifth of an episode per collected trial (at least 50 steps, at most an
+      episode), the first one random; later trials from the real env's start states;
+    - the planner: CEM over :data:`PLAN_SECONDS` of physical time (or
+      :data:`PLAN_EPISODE_SHARE` of an episode counted in steps), with sampling noise held
+      for a twelfth of the horizon (slow, searchable action sequences over long horizons);
+      while collecting it is optimistic where the ensemble disagrees, worth up to the
+      recorded rewards' range per step (``exploration=1``: an unknown state might be as good as
+      the best seen plus that range, as R-max assumes), which is what finds the goal of a
+      sparse task such as MountainCarContinuous-v0; evaluation never explores.
     """
     steps = task.max_episode_steps
     trial = min(steps, max(50, steps // 5))  # real steps per collected episode and iteration
-    horizon = min(steps, 30)
+    if getattr(task, "time_unit", "") == "steps":
+        ahead = steps * PLAN_EPISODE_SHARE
+    else:
+        ahead = PLAN_SECONDS / task.dt
+    horizon = int(min(steps, max(PLAN_STEPS[0], min(round(ahead), PLAN_STEPS[1]))))
     return {
         **GENERIC_MODEL,
         "agent": "mpc",
@@ -431,9 +450,16 @@ def generic_loop_defaults(task: Task) -> dict[str, Any]:
         "steps_per_iteration": trial,
         "episode_steps": trial,
         "iterations": 10,
-        "exploration": 0.1,
+        "exploration": 1.0,
         "eval_episodes": 5,
-        "agent_kwargs": {"mpc": {"horizon": horizon, "samples": 300, "iterations": 4}},
+        "agent_kwargs": {
+            "mpc": {
+                "horizon": horizon,
+                "samples": 300,
+                "iterations": 4,
+                "noise_hold": max(1, horizon // 12),
+            }
+        },
     }
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from hybridgym.models.hybrid import HybridODE, atomic_torch_save, read_checkpoint
 from hybridgym.models.integrators import FIXED_STEP_METHODS, fixed_step
+from hybridgym.models.priors import PhysicsPrior
 from hybridgym.models.residual import _IN_PLACE, ACTIVATIONS, MLPResidual
 
 ENSEMBLE_FORMAT = "hybridgym.Ensemble"
@@ -195,6 +196,7 @@ class _StackedMembers:
         mask = torch.stack([m.residual_mask for m in members])
         self.output = (out_scale * mask)[:, None, :]  # K x 1 x n
         self.priors = [m.prior for m in members]
+        self.batched_prior = _BatchedPriors.build(self.priors)
 
     @classmethod
     def build(cls, members: list[HybridODE]) -> _StackedMembers | None:
@@ -221,7 +223,9 @@ class _StackedMembers:
             if j < len(self.weights) - 1:
                 h = self.activation(h)
         out = h * self.output
-        if self.priors[0] is not None:
+        if self.batched_prior is not None:
+            out = out + self.batched_prior(x, u)
+        elif self.priors[0] is not None:
             actions = [u] * k if u.dim() == 2 else list(u)
             out = out + torch.stack(
                 [p(xi, ui) for p, xi, ui in zip(self.priors, x, actions, strict=True)]
@@ -233,9 +237,72 @@ class _StackedMembers:
         out = fixed_step(
             self.vector_field, x, u, self.dt, method=self.method, substeps=self.substeps
         )
+        if self.batched_prior is not None:
+            return self.batched_prior.limit(out)
         limits = [getattr(p, "apply_state_limits", None) for p in self.priors]
         if any(limit is not None for limit in limits):
             out = torch.stack(
                 [xi if limit is None else limit(xi) for limit, xi in zip(limits, out, strict=True)]
             )
         return out
+
+
+class _BatchedPriors:
+    """K :class:`PhysicsPrior` members of one class evaluated in one call of the first one's
+    ``forward``: the members' batches are flattened into one (K B rows) and every constant
+    becomes the vector of the members' values repeated over their rows, so elementwise physics
+    code computes all members at once. Used only where that gives each member's own result
+    (checked on a test batch whenever the weights change); otherwise the members run one by
+    one."""
+
+    def __init__(self, priors: list[PhysicsPrior]) -> None:
+        self.template = priors[0]
+        names = list(self.template.constant_specs)
+        self.values = {n: torch.stack([p.constant(n) for p in priors]) for n in names}  # K
+        self.k = len(priors)
+
+    @classmethod
+    def build(cls, priors: list[nn.Module | None]) -> _BatchedPriors | None:
+        first = priors[0]
+        if not isinstance(first, PhysicsPrior) or not all(
+            type(p) is type(first)
+            and p.constant_specs == first.constant_specs
+            and p.state_limits == first.state_limits
+            for p in priors
+        ):
+            return None
+        batched = cls(priors)
+        generator = torch.Generator().manual_seed(0)
+        ref = next(iter([*first.parameters(), *first.buffers()]), torch.zeros(()))
+        x = torch.randn(len(priors), 3, first.state_dim, generator=generator)
+        u = torch.randn(3, first.action_dim, generator=generator)
+        x, u = x.to(ref.device, ref.dtype), u.to(ref.device, ref.dtype)
+        try:
+            together = batched(x, u)
+            alone = torch.stack([p(xi, u) for p, xi in zip(priors, x, strict=True)])
+        except Exception:  # code that needs scalar constants: the members run one by one
+            return None
+        if together.shape != alone.shape or not torch.allclose(
+            together, alone, rtol=1e-5, atol=1e-6, equal_nan=True
+        ):
+            return None
+        return batched
+
+    def __call__(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Every member's dx/dt, K x B x n, for x: K x B x n and u: B x m or K x B x m."""
+        k, b, n = x.shape
+        u = u.expand(k, *u.shape) if u.dim() == 2 else u
+        rows = {name: v[:, None].expand(k, b).reshape(k * b) for name, v in self.values.items()}
+        prior = self.template
+        # the instance attributes shadow the methods for this call only
+        prior.__dict__["constants"] = lambda: rows
+        prior.__dict__["constant"] = rows.__getitem__
+        try:
+            out = prior(x.reshape(k * b, n), u.reshape(k * b, u.shape[-1]))
+        finally:
+            del prior.__dict__["constants"], prior.__dict__["constant"]
+        return out.reshape(k, b, n)
+
+    def limit(self, x: torch.Tensor) -> torch.Tensor:
+        """The prior's state limits (the same for every member) on K x B x n states."""
+        return self.template.apply_state_limits(x)

@@ -179,7 +179,7 @@ class RewardModel(nn.Module):
         state_dim: int,
         action_dim: int,
         hidden: Sequence[int] = (64, 64),
-        activation: str = "silu",
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         self.state_dim = _check_dim("state_dim", state_dim, 1)
@@ -232,7 +232,7 @@ class TerminationModel(nn.Module):
     """
 
     def __init__(
-        self, state_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "silu"
+        self, state_dim: int, hidden: Sequence[int] = (64, 64), activation: str = "relu"
     ) -> None:
         super().__init__()
         self.state_dim = _check_dim("state_dim", state_dim, 1)
@@ -249,6 +249,20 @@ class TerminationModel(nn.Module):
 
     def forward(self, next_state: torch.Tensor) -> torch.Tensor:
         return self.mlp.evaluate(next_state)[..., 0]
+
+    @property
+    def state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor the model's answers depend on (weights, normalisation, :attr:`seen`);
+        their version counters tell a cache that the model changed."""
+        tensors = self.__dict__.get("_state_tensors")
+        if tensors is None:  # built once: the module's tensors are changed in place only
+            tensors = [*self.parameters(), *self.buffers()]
+            self.__dict__["_state_tensors"] = tensors
+        return tensors
+
+    def _apply(self, fn, recurse=True):  # .to(): new tensors
+        self.__dict__.pop("_state_tensors", None)
+        return super()._apply(fn, recurse)
 
     def probability(self, next_state: torch.Tensor) -> torch.Tensor:
         """p(terminated | s') per row, ... (zeros while no terminal state was seen)."""

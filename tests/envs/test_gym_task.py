@@ -151,9 +151,9 @@ def _random_data(task, steps, seed, episode_steps):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("env_id", "episode_steps", "bound"),
-    # measured (seeds 0, 1, 2): Pendulum-v1 0.037, 0.032, 0.037; MountainCarContinuous-v0
-    # 0.013, 0.011, 0.014 (RMSE / std of the true rewards on held-out episodes): 2x margin
-    [("Pendulum-v1", 100, 0.075), ("MountainCarContinuous-v0", 100, 0.03)],
+    # measured (seeds 0, 1, 2): Pendulum-v1 0.016, 0.027, 0.024; MountainCarContinuous-v0
+    # 0.011, 0.013, 0.015 (RMSE / std of the true rewards on held-out episodes): 2x margin
+    [("Pendulum-v1", 100, 0.055), ("MountainCarContinuous-v0", 100, 0.03)],
 )
 def test_learned_reward_matches_the_true_reward_on_held_out_transitions(
     env_id, episode_steps, bound
