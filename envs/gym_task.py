@@ -67,8 +67,11 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any
     """``gym.make(env_id, **env_kwargs)`` with errors a user can act on (``ValueError``): an
     unknown id (with close registered ids and task names), a missing optional dependency (with
     the install command) or an env that fails to build."""
-    if not isinstance(env_id, str) or not env_id:
-        raise TypeError(f"env id must be a non-empty string, got {env_id!r}")
+    if not isinstance(env_id, str) or not env_id.strip():
+        raise ValueError(
+            f"a task or Gymnasium env id must be a non-empty string, got {env_id!r}; see "
+            "`hybridgym systems`"
+        )
     kwargs = dict(env_kwargs or {})
     try:
         return gym.make(env_id, **kwargs, **extra)
@@ -89,12 +92,14 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any
             "named 'package.module:Id' (importing the module registers it)"
         ) from None
     except gym.error.Error as error:
-        raise ValueError(f"gym.make({env_id!r}) failed: {error}") from None
+        raise ValueError(f"gym.make({env_id!r}) failed (no such task or env?): {error}") from None
     except ModuleNotFoundError as error:
         raise ValueError(
-            f"gym.make({env_id!r}) could not import {error.name or str(error)!r}: is the package "
-            "that registers it installed?"
+            f"no task or Gymnasium env {env_id!r}: gym.make could not import "
+            f"{error.name or str(error)!r}; is the package that registers it installed?"
         ) from None
+    except ImportError as error:
+        raise ValueError(f"no task or Gymnasium env {env_id!r}: {error}") from None
     except TypeError as error:
         raise ValueError(
             f"gym.make({env_id!r}, **{kwargs}) failed: {error}; check --env-kwargs"

@@ -185,7 +185,7 @@ def _read_data(args: argparse.Namespace) -> TrajectoryDataset:
 
     path = pathlib.Path(args.data)
     columns = {"--states": args.states, "--actions": args.actions}
-    if path.is_dir():
+    if path.is_dir() or (not path.exists() and path.suffix.lower() != ".csv"):
         if any(v is not None for v in columns.values()):
             raise ValueError("--states and --actions are for a CSV file; --data is a folder")
         data = TrajectoryDataset.load(path)

@@ -133,7 +133,7 @@ def _make_loop(args: argparse.Namespace, device: str):  # -> ModelBasedLoop
         if (run_dir / "config.json").is_file():  # resume what the run directory holds
             return ModelBasedLoop.from_run_dir(run_dir, log=log, **overrides)
         raise ValueError(
-            "no system given: hybridgym loop TASK --run-dir DIR (see `hybridgym systems`), "
+            "no task given: hybridgym loop TASK --run-dir DIR (see `hybridgym systems`), "
             f"hybridgym loop --env ID --run-dir DIR, or --run-dir of an existing run ({run_dir} "
             "holds none)"
         )

@@ -264,3 +264,35 @@ def test_resolve_task():
     assert resolve_task("datacenter", env_kwargs={"num_zones": 2}).num_zones == 2
     with pytest.raises(ValueError, match=r"built-in task with its own reward"):
         resolve_task("pendulum", reward="m:f")
+
+
+# --- a GymTask serves learned envs like any task ----------------------------------------------
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "hybridgym_test/Cart-v0"])
+def test_a_learned_env_of_a_gym_task_passes_the_env_checkers(env_id):
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from hybridgym.envs import LearnedEnv, LearnedVecEnv
+    from hybridgym.models import Ensemble, HybridODE, MLPResidual
+
+    torch.manual_seed(0)
+    task = GymTask(env_id)
+    task.learn(_random_data(task, 300, seed=0, episode_steps=50))
+    members = [
+        HybridODE(None, MLPResidual(task.state_dim, task.action_dim, (8, 8)), task.dt)
+        for _ in range(2)
+    ]
+    env = LearnedEnv(Ensemble(members), task)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*symmetric and normalized.*")
+        gym_check_env(env, skip_render_check=True)
+        sb3_check_env(env, warn=True)
+    obs, _ = env.reset(seed=3)
+    assert any(np.allclose(obs, start) for start in task.start_states)  # a real reset's state
+    venv = LearnedVecEnv(Ensemble(members), task, num_envs=4)
+    venv.reset()
+    _, rewards, _, _ = venv.step(np.zeros((4, task.action_dim), dtype=np.float32))
+    assert rewards.shape == (4,) and np.all(np.isfinite(rewards))

@@ -147,7 +147,7 @@ def test_a_broken_prior_file_is_one_line_and_exit_2(tmp_path, text, fragment):
         (["--env", "Pendulum-v1", "--reward", "nomodule:reward"], ["no module 'nomodule'"]),
         (["pendulum", "--prior", "p.py:P"], ["--prior need --env ID"]),
         (["pendulum", "--env", "Pendulum-v1"], ["not both"]),
-        ([], ["no system given"]),
+        ([], ["no task given", "--env ID"]),
     ],
     ids=["discrete", "dict", "unbounded", "kwargs", "reward", "prior-task", "both", "none"],
 )
