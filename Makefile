@@ -17,7 +17,7 @@ $(PY):
 # Dependencies are reinstalled only when pyproject.toml changes.
 $(DEPS): pyproject.toml | $(PY)
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet ".[dev,sindy,minari,tensorboard,ray]"
+	$(PIP) install --quiet ".[dev,sindy,minari,tensorboard,ray,mujoco]"
 	touch $(DEPS)
 
 venv: $(DEPS)

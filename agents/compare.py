@@ -19,6 +19,7 @@ not real steps and its time is kept out of ``wall_seconds`` (``total_seconds`` i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -38,7 +39,7 @@ import torch
 from hybridgym.agents.loop import LoopConfig
 from hybridgym.agents.sb3 import ALGOS, make_agent
 from hybridgym.agents.trials import run_trial
-from hybridgym.envs import Task, get_task
+from hybridgym.envs import Task, resolve_task
 from hybridgym.models import __version__
 from hybridgym.models.files import atomic_write_text
 
@@ -65,7 +66,9 @@ class CompareConfig:
     """What :class:`Comparison` runs.
 
     Attributes:
-        task: task name (``hybridgym systems`` lists them).
+        task: a built-in task name (``hybridgym systems`` lists them) or any Gymnasium id with
+            Box spaces (a :class:`~hybridgym.envs.GymTask`: the loop gets the generic
+            defaults, SB3 the env's row of ``AGENT_DEFAULTS`` where it has one).
         seeds: number of seeds; seeds 0, 1, ..., ``seeds - 1``, the same for every method.
         budget: real-system steps (transitions) each method may use per seed.
         methods: ``"loop"`` (``ModelBasedLoop`` with ``LoopConfig.for_task``) and/or model-free
@@ -80,6 +83,9 @@ class CompareConfig:
         loop: ``LoopConfig`` overrides on top of the task's defaults (not the fields the
             comparison sets: seed, iterations, stop_return, eval_episodes, eval_seed).
         model_free: SB3 constructor overrides for the model-free methods (``make_agent``).
+        env_kwargs, prior, reward, terminated, max_episode_steps: a Gymnasium id's
+            :class:`~hybridgym.envs.GymTask` arguments (specs as strings, e.g.
+            ``"priors.py:CartPole"``); not for a built-in task.
     """
 
     task: str
@@ -92,9 +98,22 @@ class CompareConfig:
     threshold: float | None = None
     loop: dict[str, Any] = field(default_factory=dict)
     model_free: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    prior: str | None = None
+    reward: str | None = None
+    terminated: str | None = None
+    max_episode_steps: int | None = None
 
     def __post_init__(self) -> None:
-        get_task(self.task)  # unknown names: ValueError with the close ones
+        for name in ("prior", "reward", "terminated"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a 'file.py:NAME' string or None, got {value!r}")
+        if not isinstance(self.env_kwargs, dict):
+            raise TypeError(f"env_kwargs must be a dict, got {self.env_kwargs!r}")
+        # unknown names and ids, bad specs: ValueError with the close ones; also keeps the
+        # task for what describes it (trials build their own: the loop refits its parts)
+        object.__setattr__(self, "_probe", self.make_task())
         _check_int("seeds", self.seeds, 1)
         _check_int("budget", self.budget, 1)
         _check_int("eval_episodes", self.eval_episodes, 1)
@@ -125,6 +144,23 @@ class CompareConfig:
                 "eval_episodes); use those options instead"
             )
 
+    def make_task(self) -> Task:
+        """A new task of this comparison (each trial gets its own: a Gymnasium env's learned
+        reward and termination are refitted by that trial's loop)."""
+        return resolve_task(
+            self.task,
+            env_kwargs=self.env_kwargs,
+            prior=self.prior,
+            reward=self.reward,
+            terminated=self.terminated,
+            max_episode_steps=self.max_episode_steps,
+        )
+
+    @property
+    def probe(self) -> Task:
+        """The task, for its description (name, id, threshold, spaces); do not run on it."""
+        return self._probe
+
     @property
     def seed_values(self) -> list[int]:
         return list(range(self.seeds))
@@ -134,7 +170,7 @@ class CompareConfig:
         """``threshold``, else the task's ``return_threshold`` (None where it has none)."""
         if self.threshold is not None:
             return float(self.threshold)
-        return get_task(self.task).return_threshold
+        return self.probe.return_threshold
 
     @property
     def resolved_eval_every(self) -> int:
@@ -149,7 +185,7 @@ class CompareConfig:
             "eval_seed": self.eval_seed,
             "stop_return": self.resolved_threshold,
         }
-        first = LoopConfig.for_task(self.task, **values, iterations=1)
+        first = LoopConfig.for_task(self.probe, **values, iterations=1)
         if first.initial_steps > self.budget:
             raise ValueError(
                 f"budget {self.budget} is below the loop's first iteration on {self.task} "
@@ -159,10 +195,10 @@ class CompareConfig:
         iterations = 1
         while first.target_steps(iterations + 1) <= self.budget:
             iterations += 1
-        return LoopConfig.for_task(self.task, **values, iterations=iterations)
+        return LoopConfig.for_task(self.probe, **values, iterations=iterations)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["methods"] = list(self.methods)
         return out
 
@@ -225,7 +261,7 @@ class Comparison:
         if not isinstance(config, CompareConfig):
             raise TypeError(f"config must be a CompareConfig, got {type(config).__name__}")
         self.config = config
-        self.task: Task = get_task(config.task)
+        self.task: Task = config.probe
         self.out = pathlib.Path(out)
         self._log = log
         self.loop_configs = (
@@ -235,7 +271,9 @@ class Comparison:
         )
         for method in config.methods:  # unknown SB3 overrides fail now, not after the loop
             if method != "loop":
-                make_agent(method, self.task.make_real_env(), seed=0, **config.model_free)
+                env = self.task.make_real_env()
+                make_agent(method, env, task=self.task, seed=0, **config.model_free)
+                env.close()
         self.results = self._read_results()
 
     @property

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+from tqdm.auto import tqdm
 
 from hybridgym.envs import Task, get_task, task_for_env_id
 
@@ -59,9 +61,16 @@ def _physical_state(env: gym.Env, task: Task, obs: np.ndarray) -> np.ndarray:
 
 
 def rollout(
-    agent: Predictor, env: gym.Env, task: Task, seed: int | None = None, deterministic: bool = True
+    agent: Predictor,
+    env: gym.Env,
+    task: Task,
+    seed: int | None = None,
+    deterministic: bool = True,
+    *,
+    on_step: Callable[[], None] | None = None,
 ) -> Episode:
-    """Run one episode of ``agent`` on ``env`` and record physical states, actions, rewards."""
+    """Run one episode of ``agent`` on ``env`` and record physical states, actions, rewards;
+    ``on_step`` is called after every step (progress bars)."""
     obs, _ = env.reset(seed=seed)
     states, actions, rewards = [_physical_state(env, task, obs)], [], []
     terminated = truncated = False
@@ -73,6 +82,8 @@ def rollout(
         states.append(_physical_state(env, task, obs))
         actions.append(np.asarray(action, dtype=np.float64).reshape(task.action_dim))
         rewards.append(float(reward))
+        if on_step is not None:
+            on_step()
     return Episode(np.array(states), np.array(actions), np.array(rewards), bool(terminated))
 
 
@@ -82,6 +93,9 @@ def evaluate(
     episodes: int = 10,
     seed: int = 0,
     deterministic: bool = True,
+    *,
+    progress: bool = False,
+    on_episode: Callable[[int, float, int], None] | None = None,
 ) -> EvalResult:
     """Mean and spread of ``agent``'s return over ``episodes`` episodes seeded seed, seed+1, ...
 
@@ -90,6 +104,11 @@ def evaluate(
         env_or_task: an env, a :class:`Task` or a task name (its real system is made).
         episodes: number of episodes (>= 1).
         seed: seed of the first episode.
+        deterministic: passed to ``agent.predict``.
+        progress: a tqdm bar over the real steps (on stderr), with the episode and the mean
+            return so far.
+        on_episode: called after each episode with (its index, its return, its length), e.g.
+            to log long evaluations as they go.
     """
     if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
@@ -101,10 +120,25 @@ def evaluate(
     else:
         task = get_task(env_or_task)
         env = task.make_real_env()
-    results = [
-        rollout(agent, env, task, seed=seed + i, deterministic=deterministic)
-        for i in range(episodes)
-    ]
+    limit = getattr(env.spec, "max_episode_steps", None) or task.max_episode_steps
+    bar = tqdm(
+        total=episodes * limit, desc="evaluate", unit="step", disable=not progress, leave=False
+    )
+    results = []
+    try:
+        for i in range(episodes):
+            bar.set_postfix_str(f"episode {i + 1}/{episodes}")
+            episode = rollout(
+                agent, env, task, seed=seed + i, deterministic=deterministic, on_step=bar.update
+            )
+            results.append(episode)
+            bar.update(limit * (i + 1) - bar.n)  # an episode that ended early: its rest
+            mean = np.mean([ep.total_return for ep in results])
+            bar.set_postfix_str(f"episode {i + 1}/{episodes}, mean return {mean:.4g}")
+            if on_episode is not None:
+                on_episode(i, episode.total_return, len(episode.rewards))
+    finally:
+        bar.close()
     return EvalResult(
         returns=np.array([ep.total_return for ep in results]),
         lengths=np.array([len(ep.rewards) for ep in results]),

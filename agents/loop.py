@@ -41,7 +41,7 @@ import torch
 from hybridgym.agents.differentiable import DifferentiablePolicyAgent, PolicyTrainingConfig
 from hybridgym.agents.evaluation import evaluate
 from hybridgym.agents.mpc import MPCAgent
-from hybridgym.envs import LearnedVecEnv, Task, get_task
+from hybridgym.envs import GymTask, LearnedVecEnv, Task, get_task, resolve_task
 from hybridgym.models import (
     Ensemble,
     FitConfig,
@@ -55,6 +55,7 @@ from hybridgym.models.arrays import unwrap_angles, usable_device
 from hybridgym.models.files import atomic_write_text
 from hybridgym.models.hybrid import METHODS
 from hybridgym.models.residual import ACTIVATIONS
+from hybridgym.models.reward_model import RewardFitConfig, load_parts, save_parts
 
 AGENTS = ("differentiable", "mpc", "sac", "td3", "ppo")
 METRIC_COLUMNS = (
@@ -75,7 +76,7 @@ METRIC_COLUMNS = (
 TIMING_COLUMNS = ("fit_seconds", "agent_seconds", "collect_seconds", "eval_seconds", "wall_seconds")
 STATE_VERSION = 1
 #: LoopConfig fields a resumed run may change (more iterations extend a finished run)
-RESUMABLE_CHANGES = ("iterations", "progress", "stop_return")
+RESUMABLE_CHANGES = ("iterations", "progress", "stop_return", "eval_every")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,13 @@ class LoopConfig:
         eval_episodes, eval_seed: the deterministic evaluation on the real system; the same
             seeds every round, apart from the seeds used to collect data (0 episodes: no
             evaluation, the return columns are NaN).
+        eval_every: evaluate after every this many iterations, and always after the last
+            one; the other rows have NaN returns (``stop_return`` is checked where there is an
+            evaluation).
+        exploration: ``mpc`` with an ensemble: while collecting, the planner adds an optimism
+            bonus where the members disagree, at most this fraction of the recorded rewards'
+            range (max - min over steps) per step (``MPCAgent(exploration=...)``; 0: off).
+            Evaluation never explores.
         error_horizon: k of the model-error column (k-step prediction error on the newest real
             data, measured before the model is refitted on it).
         seed: seeds everything else.
@@ -147,6 +155,8 @@ class LoopConfig:
     fit: dict[str, Any] = field(default_factory=dict)
     stop_return: float | None = None
     eval_episodes: int = 10
+    eval_every: int = 1
+    exploration: float = 0.0
     eval_seed: int = 1_000_000
     error_horizon: int = 10
     seed: int = 0
@@ -155,7 +165,7 @@ class LoopConfig:
 
     def __post_init__(self) -> None:
         positive = ("iterations", "steps_per_iteration", "agent_updates", "learned_envs")
-        for name in (*positive, "error_horizon", "substeps", "ensemble"):
+        for name in (*positive, "error_horizon", "substeps", "ensemble", "eval_every"):
             _check_int(name, getattr(self, name), 1)
         _check_int("eval_episodes", self.eval_episodes, 0)
         self._tuple_field("collect_schedule")
@@ -178,6 +188,8 @@ class LoopConfig:
             raise ValueError(f"agent must be one of {AGENTS}, got {self.agent!r}{tip}")
         if not (_is_real(self.start_fraction) and 0 <= self.start_fraction <= 1):
             raise ValueError(f"start_fraction must be in [0, 1], got {self.start_fraction!r}")
+        if not (_is_real(self.exploration) and 0 <= self.exploration < math.inf):
+            raise ValueError(f"exploration must be a finite number >= 0, got {self.exploration!r}")
         for name in ("prior", "residual", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -243,9 +255,13 @@ class LoopConfig:
 
     @classmethod
     def for_task(cls, task: Task | str, **overrides: Any) -> LoopConfig:
-        """The task's defaults from :data:`LOOP_DEFAULTS`, then ``overrides``."""
-        name = get_task(task).name
-        values = copy.deepcopy(LOOP_DEFAULTS.get(name, {}))
+        """The task's defaults from :data:`LOOP_DEFAULTS` (a task without a row there, e.g. any
+        Gymnasium env: :func:`generic_loop_defaults`), then ``overrides``."""
+        task = resolve_task(task)
+        if task.name in LOOP_DEFAULTS:
+            values = copy.deepcopy(LOOP_DEFAULTS[task.name])
+        else:
+            values = generic_loop_defaults(task)
         agent = overrides.get("agent", values.get("agent", cls.agent))
         if agent != "mpc" and "refit_every" not in overrides:
             values.pop("refit_every", None)  # the task's in-episode refits serve the planner
@@ -268,6 +284,11 @@ class LoopConfig:
         for key in ("hidden", "collect_schedule", "residual_mask"):
             out[key] = None if out[key] is None else list(out[key])
         return out
+
+    def evaluates(self, iteration: int) -> bool:
+        """Whether iteration ``iteration`` ends with an evaluation on the real system."""
+        last = iteration == self.iterations
+        return self.eval_episodes > 0 and (iteration % self.eval_every == 0 or last)
 
     def target_steps(self, iteration: int) -> int:
         """Real transitions the dataset holds once iteration ``iteration`` has collected."""
@@ -384,6 +405,65 @@ LOOP_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the model of a system without a row in LOOP_DEFAULTS (the loop's and ``hybridgym fit``'s
+#: without --task): an MLP vector field (plus the system's prior where it has one), Euler
+#: steps at the data's control interval (a sampled system is a discrete-time map: Euler makes
+#: the network learn that map's increments directly)
+GENERIC_MODEL: dict[str, Any] = {"method": "euler", "hidden": (32, 32), "activation": "silu"}
+#: how far the generic planner looks ahead: this many seconds where the system's time unit is
+#: physical (mechanical systems of a human scale; Pendulum-v1: 30 steps, InvertedPendulum-v5:
+#: 38), else (time counted in steps) this share of an episode (MountainCarContinuous-v0: 124
+#: steps), within the bounds below
+PLAN_SECONDS = 1.5
+PLAN_EPISODE_SHARE = 1 / 8
+PLAN_STEPS = (10, 150)
+
+
+def generic_loop_defaults(task: Task) -> dict[str, Any]:
+    """LoopConfig values for a task without a row in :data:`LOOP_DEFAULTS` (any Gymnasium
+    env, a dataset's system): derived from its control interval and episode length, no
+    constants per system.
+
+    - the model: :data:`GENERIC_MODEL`, an ensemble of 5 (a plain neural ODE per member, or the
+      task's prior plus a network where it has one), fitted with ``FitConfig``'s defaults;
+    - data: a fifth of an episode per collected trial (at least 50 steps, at most an
+      episode), the first one random; later trials from the real env's start states;
+    - the planner: CEM over :data:`PLAN_SECONDS` of physical time (or
+      :data:`PLAN_EPISODE_SHARE` of an episode counted in steps), with sampling noise held
+      for a twelfth of the horizon (slow, searchable action sequences over long horizons);
+      while collecting it is optimistic where the ensemble disagrees, worth up to the
+      recorded rewards' range per step (``exploration=1``: an unknown state might be as good as
+      the best seen plus that range, as R-max assumes), which is what finds the goal of a
+      sparse task such as MountainCarContinuous-v0; evaluation never explores.
+    """
+    steps = task.max_episode_steps
+    trial = min(steps, max(50, steps // 5))  # real steps per collected episode and iteration
+    if getattr(task, "time_unit", "") == "steps":
+        ahead = steps * PLAN_EPISODE_SHARE
+    else:
+        ahead = PLAN_SECONDS / task.dt
+    horizon = int(min(steps, max(PLAN_STEPS[0], min(round(ahead), PLAN_STEPS[1]))))
+    return {
+        **GENERIC_MODEL,
+        "agent": "mpc",
+        "ensemble": 5,
+        "initial_steps": trial,
+        "steps_per_iteration": trial,
+        "episode_steps": trial,
+        "iterations": 10,
+        "exploration": 1.0,
+        "eval_episodes": 5,
+        "agent_kwargs": {
+            "mpc": {
+                "horizon": horizon,
+                "samples": 300,
+                "iterations": 4,
+                "noise_hold": max(1, horizon // 12),
+            }
+        },
+    }
+
+
 def _is_real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -448,7 +528,10 @@ class ModelBasedLoop:
     """Fit a hybrid model to real data, train a controller in it, act, repeat.
 
     Args:
-        task: a Task or its name; its real system is acted on, its prior starts the model.
+        task: a Task, a task name or a Gymnasium id (any env with Box spaces: a
+            :class:`~hybridgym.envs.GymTask`); its real system is acted on, its prior (where
+            it has one) starts the model, its learned parts (a GymTask's reward and
+            termination) are refitted with the model.
         config: a :class:`LoopConfig` (default: ``LoopConfig.for_task(task)``).
         run_dir: the run directory; an existing one is resumed if its ``config.json`` matches.
         log: called with one line per event (default: print to stderr); None silences it.
@@ -465,7 +548,7 @@ class ModelBasedLoop:
         *,
         log: Callable[[str], None] | None = print,
     ) -> None:
-        self.task = get_task(task)
+        self.task = resolve_task(task)
         self.config = config if config is not None else LoopConfig.for_task(self.task)
         if not isinstance(self.config, LoopConfig):
             raise TypeError(f"config must be a LoopConfig, got {type(self.config).__name__}")
@@ -477,6 +560,37 @@ class ModelBasedLoop:
         self.agent: Any = None
         self.data: TrajectoryDataset | None = None
         self._wall = 0.0
+
+    @classmethod
+    def from_run_dir(
+        cls,
+        run_dir: str | os.PathLike[str],
+        *,
+        log: Callable[[str], None] | None = print,
+        **changes: Any,
+    ) -> ModelBasedLoop:
+        """The loop recorded in ``run_dir/config.json`` (its task, or Gymnasium env with its
+        reward, termination and prior specs, and its LoopConfig), to resume it.
+
+        Args:
+            run_dir: a run directory written by :meth:`run`.
+            log: as for the constructor.
+            **changes: LoopConfig fields to change; a resumed run accepts only
+                ``iterations``, ``progress``, ``stop_return`` and ``eval_every`` changes.
+
+        Raises:
+            FileNotFoundError: no ``config.json`` there.
+        """
+        path = pathlib.Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: {run_dir} holds no loop run")
+        stored = json.loads(path.read_text())
+        if "env" in stored:
+            task: Task = GymTask.from_record(stored["env"])
+        else:
+            task = get_task(stored["task"], **stored.get("task_kwargs", {}))
+        values = {**stored["loop"], **changes}
+        return cls(task, LoopConfig(**values), run_dir, log=log)
 
     # --- paths and records -------------------------------------------------------------------
     def path(self, *parts: str) -> pathlib.Path:
@@ -490,11 +604,11 @@ class ModelBasedLoop:
                 self._log(message)
 
     def _description(self) -> dict[str, Any]:
-        return {
-            "task": self.task.name,
-            "task_kwargs": self.task.real_env_kwargs,
-            "loop": self.config.to_dict(),
-        }
+        out = {"task": self.task.name, "task_kwargs": self.task.real_env_kwargs}
+        record = getattr(self.task, "record", None)
+        if record is not None:  # a Gymnasium env's task: id, kwargs, reward, prior specs
+            out["env"] = record()
+        return {**out, "loop": self.config.to_dict()}
 
     def _check_or_write_config(self) -> None:
         wanted = json.loads(json.dumps(self._description()))
@@ -547,6 +661,11 @@ class ModelBasedLoop:
         for k in range(cfg.ensemble):
             torch.manual_seed(cfg.seed * 1000 + k)
             prior = task.make_prior(perturbation=cfg.prior_perturbation) if cfg.prior else None
+            if prior is None and not cfg.residual:
+                raise ValueError(
+                    f"{task.name} has no physics prior, so the model needs the residual "
+                    "network (residual=True)"
+                )
             residual = (
                 task.make_residual(cfg.hidden, cfg.activation, structured=cfg.prior, prior=prior)
                 if cfg.residual
@@ -569,8 +688,42 @@ class ModelBasedLoop:
 
     def _load_model(self, iteration: int) -> HybridODE | Ensemble:
         path = self.path("models", f"model_{iteration:03d}.pt")
-        cls = Ensemble if self.config.ensemble > 1 else HybridODE
-        return cls.load(path, map_location=self.device)
+        cfg = self.config
+        # a prior that no checkpoint can rebuild (a user's class) is built here and handed in
+        priors = [self.task.make_prior(cfg.prior_perturbation) for _ in range(cfg.ensemble)]
+        if not cfg.prior or any(getattr(p, "rebuild_spec", None) for p in priors):
+            priors = None
+        elif priors[0] is None:
+            priors = None
+        if cfg.ensemble > 1:
+            return Ensemble.load(path, priors=priors, map_location=self.device)
+        prior = priors[0] if priors else None
+        return HybridODE.load(path, prior=prior, map_location=self.device)
+
+    def _learn_task(self, iteration: int) -> float:
+        """Refit the task's learned parts (a Gymnasium env's reward and termination) on all
+        the data and save them as ``models/task_NNN.pt``; the seconds it took."""
+        parts = self.task.learned_parts
+        if not parts:
+            return 0.0
+        start = time.perf_counter()
+        reports = self.task.learn(self.data, RewardFitConfig(seed=self.config.seed + iteration))
+        save_parts(parts, self.path("models", f"task_{iteration:03d}.pt"))
+        for name, report in reports.items():
+            detail = (
+                f"RMSE {report.rmse:.3g}"
+                if report.rmse is not None
+                else f"{report.terminal_states} terminal states"
+                + (
+                    f", recall {report.recall:.3f}, specificity {report.specificity:.3f}"
+                    if report.recall is not None
+                    else " (never terminates)"
+                )
+            )
+            self._say(
+                f"iteration {iteration}: learned {name} on {report.transitions} steps, {detail}"
+            )
+        return time.perf_counter() - start
 
     def _new_agent(self, model: Any) -> Any:
         cfg = self.config
@@ -578,8 +731,8 @@ class ModelBasedLoop:
             kwargs = {"seed": cfg.seed, **cfg.agent_kwargs}
             return DifferentiablePolicyAgent(self.task, PolicyTrainingConfig(**kwargs), self.device)
         if cfg.agent == "mpc":  # on the loop's device: the planner holds the loop's model
-            kwargs = {"seed": cfg.seed, **cfg.agent_kwargs, "device": self.device}
-            return MPCAgent(model, self.task, **kwargs)
+            kwargs = {"seed": cfg.seed, **self._exploration(), **cfg.agent_kwargs}
+            return MPCAgent(model, self.task, **kwargs, device=self.device)
         from hybridgym.agents.sb3 import make_agent
 
         return make_agent(
@@ -591,6 +744,17 @@ class ModelBasedLoop:
             tensorboard_log=None,
             **cfg.agent_kwargs,
         )
+
+    def _exploration(self) -> dict[str, Any]:
+        """The planner's exploration bonus (``LoopConfig.exploration`` times the recorded
+        rewards' range) and the state scale it is measured in (the recorded states' spread)."""
+        rewards = self.data.rewards() if self.data is not None and len(self.data) else None
+        if self.config.exploration == 0 or rewards is None or not len(rewards):
+            return {}
+        spread = self.data.states().std(0)
+        scale = np.maximum(spread, 1e-6 + 1e-3 * np.abs(self.data.states()).mean(0))
+        size = float(rewards.max() - rewards.min())
+        return {"exploration": self.config.exploration * size, "state_scale": scale.tolist()}
 
     def _learned_env(self, model: Any) -> LearnedVecEnv:
         env = LearnedVecEnv(
@@ -713,10 +877,13 @@ class ModelBasedLoop:
         self._wall = float(self.history[-1]["wall_seconds"]) if self.history else 0.0
         if done:
             self.model = self._load_model(done)
+            if self.task.learned_parts:
+                load_parts(self.task.learned_parts, self.path("models", f"task_{done:03d}.pt"))
             self.agent = self._load_agent(done, self.model)
             self._say(f"resuming {self.run_dir} after iteration {done}")
         else:
             self.model = self._new_model()
+            self.task.reset_learned(cfg.seed)  # a Gymnasium env's reward and termination
         if done >= cfg.iterations or self._reached_stop():
             self._say(f"{self.run_dir} is complete ({done} iterations)")
             return self.history
@@ -751,8 +918,9 @@ class ModelBasedLoop:
         self._say(f"iteration {iteration}: fitting the model to {self.data.num_steps} steps")
         start = time.perf_counter()
         report = self._fit_or_keep(self.data, self._fit_config(iteration), f"iteration {iteration}")
-        fit_seconds = time.perf_counter() - start
         self.model.save(self.path("models", f"model_{iteration:03d}.pt"))
+        self._learn_task(iteration)
+        fit_seconds = time.perf_counter() - start
 
         self._say(f"iteration {iteration}: training the {cfg.agent} agent in the model")
         start = time.perf_counter()
@@ -763,10 +931,27 @@ class ModelBasedLoop:
         agent_seconds = time.perf_counter() - start
         self._save_agent(iteration)
 
-        self._say(f"iteration {iteration}: evaluating on the real system")
         start = time.perf_counter()
-        if cfg.eval_episodes:
-            result = evaluate(self.agent, task, episodes=cfg.eval_episodes, seed=cfg.eval_seed)
+        if cfg.evaluates(iteration):
+            self._say(
+                f"iteration {iteration}: evaluating on the real system ({cfg.eval_episodes} "
+                f"episodes of up to {task.max_episode_steps} steps)"
+            )
+
+            def on_episode(index: int, total: float, steps: int) -> None:
+                self._say(
+                    f"iteration {iteration}: evaluation episode {index + 1}/{cfg.eval_episodes}: "
+                    f"return {total:.2f} in {steps} steps ({time.perf_counter() - start:.0f} s)"
+                )
+
+            result = evaluate(
+                self.agent,
+                task,
+                episodes=cfg.eval_episodes,
+                seed=cfg.eval_seed,
+                progress=cfg.progress,
+                on_episode=on_episode,
+            )
             mean, std = result.mean, result.std
         else:
             mean = std = float("nan")

@@ -35,6 +35,17 @@ class MPCAgent:
         temperature: MPPI: softmax temperature on returns.
         init_std: initial std of the sampling distribution, as a fraction of the action range.
         momentum: weight of the previous mean/std when refitting (0: none).
+        noise_hold: the sampling noise is held for this many steps (piecewise constant), so
+            candidates vary slowly: long horizons are searched with few degrees of freedom.
+        exploration: with an Ensemble, while collecting data (``predict(...,
+            deterministic=False)``), add this times the members' disagreement to every step's
+            reward (optimism where the model is uncertain; 0: off). The disagreement of a step
+            is the std over members of the predicted next states, divided by ``state_scale``,
+            averaged over the state variables and capped at 1: the bonus per step is at most
+            ``exploration``, reached where the members disagree by a typical state size.
+            Deterministic predictions (evaluation) never add it.
+        state_scale: the typical size of each state variable (n numbers; default ones), for
+            ``exploration``.
         seed: seeds the sampling (deterministic plans).
         device: where planning runs.
 
@@ -61,6 +72,9 @@ class MPCAgent:
         temperature: float = 1.0,
         init_std: float = 0.5,
         momentum: float = 0.1,
+        noise_hold: int = 1,
+        exploration: float = 0.0,
+        state_scale: Any = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -73,6 +87,7 @@ class MPCAgent:
             ("samples", samples),
             ("iterations", iterations),
             ("elites", elites),
+            ("noise_hold", noise_hold),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -82,6 +97,10 @@ class MPCAgent:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if isinstance(exploration, bool) or not (
+            isinstance(exploration, int | float) and 0 <= exploration < float("inf")
+        ):
+            raise ValueError(f"exploration must be a finite number >= 0, got {exploration!r}")
         self.task = get_task(task)
         self.device = torch.device(device)
         self.model = load_model(model, self.device)
@@ -90,6 +109,15 @@ class MPCAgent:
         self.horizon, self.method, self.samples = horizon, method, samples
         self.iterations, self.elites = iterations, elites
         self.temperature, self.momentum = float(temperature), float(momentum)
+        self.noise_hold, self.exploration = noise_hold, float(exploration)
+        n = self.task.state_dim
+        scale = np.ones(n) if state_scale is None else np.asarray(state_scale, dtype=np.float64)
+        if scale.shape != (n,) or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            raise ValueError(
+                f"state_scale must be {n} finite numbers > 0 (one per state variable), got "
+                f"{state_scale!r}"
+            )
+        self.state_scale = torch.as_tensor(scale, dtype=torch.float32, device=self.device)
         space = self.task.action_space
         self.observation_space = self.task.observation_space
         self.action_space = space
@@ -116,23 +144,28 @@ class MPCAgent:
             self.reset()
         start = time.perf_counter()
         x0 = self.task.obs_to_state(torch.as_tensor(batch, device=self.device))
-        action = self.plan(x0)[:, 0].cpu().numpy()  # the one copy back: waits for the plan
+        explore = not deterministic and self.exploration > 0
+        action = self.plan(x0, explore=explore)[:, 0].cpu().numpy()  # the one copy back
         self.last_plan_seconds = time.perf_counter() - start
         return (action[0] if single else action), None
 
     @torch.inference_mode()
-    def plan(self, x0: torch.Tensor) -> torch.Tensor:
-        """Best action sequences (B x H x m) from states x0 (B x n)."""
+    def plan(self, x0: torch.Tensor, *, explore: bool = False) -> torch.Tensor:
+        """Best action sequences (B x H x m) from states x0 (B x n); ``explore`` adds the
+        ``exploration`` bonus to the rewards."""
         start = time.perf_counter()
         b, m, h, s = x0.shape[0], self.task.action_dim, self.horizon, self.samples
         mean = self._warm_start(b)
         std = self.init_std.expand(b, h, m).clone()
+        knots = -(-h // self.noise_hold)
         for _ in range(self.iterations):
-            noise = torch.randn((b, s, h, m), generator=self.generator, device=self.device)
+            noise = torch.randn((b, s, knots, m), generator=self.generator, device=self.device)
+            if self.noise_hold > 1:
+                noise = noise.repeat_interleave(self.noise_hold, dim=2)[:, :, :h]
             candidates = mean[:, None] + std[:, None] * noise
             candidates[:, 0] = mean  # always re-evaluate the current plan
             candidates = torch.clamp(candidates, min=self.low, max=self.high)
-            returns = self._returns(x0, candidates)  # B x S
+            returns = self._returns(x0, candidates, explore=explore)  # B x S
             if self.method == "cem":
                 top = returns.topk(self.elites, dim=1).indices
                 elite = candidates.gather(1, top[:, :, None, None].expand(-1, -1, h, m))
@@ -160,8 +193,11 @@ class MPCAgent:
             return centre.clone()
         return torch.cat([self._plan[:, 1:], self._plan[:, -1:]], dim=1)
 
-    def _returns(self, x0: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Sum of task rewards of every candidate (B x S x H x m) from x0; B x S."""
+    def _returns(
+        self, x0: torch.Tensor, candidates: torch.Tensor, *, explore: bool = False
+    ) -> torch.Tensor:
+        """Sum of task rewards of every candidate (B x S x H x m) from x0; B x S (plus the
+        exploration bonus with ``explore``)."""
         b, s, h, m = candidates.shape
         model = self.model
         tensors = (
@@ -176,11 +212,17 @@ class MPCAgent:
             x = x[None].expand(k, -1, -1)
         total = torch.zeros(x.shape[:-1], dtype=dtype, device=self.device)
         alive = torch.ones_like(total)  # 1 until a candidate's episode ends, then 0
+        explore = explore and ensemble and self.exploration > 0 and self.model.num_members > 1
+        scale = self.state_scale.to(dtype) if explore else None
         for t in range(h):
             u = actions[:, t]
             if ensemble:
                 x_next = self.model.member_steps(x, u)
                 reward = self.task.reward(x, u[None].expand(k, -1, -1), x_next)
+                if explore:  # the same bonus for every member's trajectory
+                    spread = (x_next.std(0) / scale).mean(-1)
+                    spread = torch.nan_to_num(spread, nan=1.0, posinf=1.0).clamp_(0.0, 1.0)
+                    reward = reward + self.exploration * spread
             else:
                 x_next = self.model.step(x, u)
                 reward = self.task.reward(x, u, x_next)

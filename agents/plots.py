@@ -154,9 +154,11 @@ def plot_loop_metrics(
     steps = np.array([row["real_steps"] for row in rows], dtype=float)
     mean = np.array([row["eval_return_mean"] for row in rows], dtype=float)
     std = np.array([row["eval_return_std"] for row in rows], dtype=float)
+    evaluated = np.isfinite(mean)  # iterations without an evaluation (eval_every) have NaN
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, mean, "o-", label="model-based loop")
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.plot(steps[evaluated], mean[evaluated], "o-", label="model-based loop")
+    low, high = (mean - std)[evaluated], (mean + std)[evaluated]
+    ax.fill_between(steps[evaluated], low, high, alpha=0.2)
     for label, curve in (baselines or {}).items():
         if curve:
             xs, ys = zip(*curve, strict=True)

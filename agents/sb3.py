@@ -157,6 +157,37 @@ AGENT_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+#: Gymnasium ids -> algorithm -> SB3 keyword arguments, for those envs run as Gymnasium envs
+#: (``GymTask``: ``hybridgym loop --env``, ``hybridgym compare --env``), merged over
+#: :data:`BASE_DEFAULTS` like the task rows. rl-baselines3-zoo's tuned values
+#: (hyperparams/sac.yml, snapshot of 2026-04-23), with ``policy_kwargs`` spelled out where the zoo
+#: keeps SB3's defaults (net_arch [256, 256]) that BASE_DEFAULTS would otherwise narrow.
+AGENT_DEFAULTS_BY_ENV: dict[str, dict[str, dict[str, Any]]] = {
+    # zoo: n_timesteps 20,000
+    "Pendulum-v1": {"sac": {"learning_rate": 1e-3, "policy_kwargs": {"net_arch": [256, 256]}}},
+    # zoo ("Tuned"): n_timesteps 50,000
+    "MountainCarContinuous-v0": {
+        "sac": {
+            "learning_rate": 3e-4,
+            "buffer_size": 50_000,
+            "batch_size": 512,
+            "ent_coef": 0.1,
+            "train_freq": 32,
+            "gradient_steps": 32,
+            "gamma": 0.9999,
+            "tau": 0.01,
+            "learning_starts": 0,
+            "use_sde": True,
+            "policy_kwargs": {"log_std_init": -3.67, "net_arch": [64, 64]},
+        }
+    },
+    # the zoo has no SAC entry for any InvertedPendulum version (its sac.yml lists MuJoCo -v4
+    # envs such as HalfCheetah-v4 under one "mujoco-defaults" block, n_timesteps 1e6): that
+    # block, SB3's defaults with learning_starts 10,000
+    "InvertedPendulum-v5": {
+        "sac": {"learning_starts": 10_000, "policy_kwargs": {"net_arch": [256, 256]}}
+    },
+}
 #: make_agent's own arguments (never SB3 overrides)
 _OWN_ARGUMENTS = ("seed", "tensorboard_log", "device", "verbose")
 #: policy arguments SB3 fills in itself
@@ -167,16 +198,27 @@ def default_hyperparameters(task: str | Task | None, algo: str) -> dict[str, Any
     """The SB3 keyword arguments :func:`make_agent` uses for ``algo`` on ``task``.
 
     Args:
-        task: a task name or :class:`Task` (its row of :data:`AGENT_DEFAULTS`, if it has one),
-            or None for the algorithm's base defaults alone.
+        task: a task name or :class:`Task` (its row of :data:`AGENT_DEFAULTS`, if it has one;
+            a Gymnasium env's task, or a Gymnasium id: its row of
+            :data:`AGENT_DEFAULTS_BY_ENV`), or None for the algorithm's base defaults alone.
         algo: ``"sac"``, ``"td3"`` or ``"ppo"`` (any case).
 
     Returns:
         A fresh dict (a deep copy: changing it changes no table).
     """
     name = _algo_name(algo)
-    row = {} if task is None else AGENT_DEFAULTS.get(get_task(task).name, {}).get(name, {})
+    key = None if task is None else _task_key(task)
+    rows = AGENT_DEFAULTS.get(key) or AGENT_DEFAULTS_BY_ENV.get(key) or {}
+    row = rows.get(name, {})
     return copy.deepcopy(_merge(BASE_DEFAULTS[name], row))
+
+
+def _task_key(task: str | Task) -> str:
+    """The key of ``task``'s row in :data:`AGENT_DEFAULTS` or :data:`AGENT_DEFAULTS_BY_ENV`: a
+    task's name (a Gymnasium env's task is named by its id), or a Gymnasium id as given."""
+    if isinstance(task, str) and task not in task_names() and task in gym.registry:
+        return task
+    return get_task(task).name  # unknown names: a ValueError with the close ones
 
 
 def make_agent(
@@ -223,7 +265,7 @@ def make_agent(
     name = _algo_name(algo)
     cls = ALGOS[name]
     env = _resolve_env(env)
-    task_of = get_task(task) if task is not None else _infer_task(env)
+    task_of = task if task is not None else _infer_task(env)
     if name in ("sac", "td3") and not isinstance(env.action_space, spaces.Box):
         raise ValueError(
             f"{name.upper()} needs a continuous (Box) action space, but this env's is "
@@ -436,8 +478,9 @@ def _resolve_env(env: gym.Env | VecEnv | str) -> gym.Env | VecEnv:
     )
 
 
-def _infer_task(env: gym.Env | VecEnv) -> Task | None:
-    """The task behind ``env`` (a ``CustomTask`` too), or None if it has none we know."""
+def _infer_task(env: gym.Env | VecEnv) -> Task | str | None:
+    """The task behind ``env`` (a ``CustomTask`` too); else the env's Gymnasium id where
+    :data:`AGENT_DEFAULTS_BY_ENV` has a row for it; else None."""
     if isinstance(env, VecEnv):
         task = env.get_attr("task", [0])[0] if env.has_attr("task") else None
         spec = env.get_attr("spec", [0])[0] if task is None and env.has_attr("spec") else None
@@ -451,7 +494,7 @@ def _infer_task(env: gym.Env | VecEnv) -> Task | None:
     try:
         return task_for_env_id(spec.id)
     except ValueError:
-        return None
+        return spec.id if spec.id in AGENT_DEFAULTS_BY_ENV else None
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ model-free trial writes nothing.
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import time
@@ -22,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from hybridgym.agents.evaluation import evaluate
 from hybridgym.agents.loop import ModelBasedLoop
 from hybridgym.agents.sb3 import learning_curve, make_agent
-from hybridgym.envs import get_task
 
 if TYPE_CHECKING:
     from hybridgym.agents.compare import CompareConfig
@@ -72,7 +72,7 @@ def _loop_trial(
 ) -> dict[str, Any]:
     loop_config = config.loop_config(seed)
     run_dir = loop_run_dir(out, seed)
-    history = ModelBasedLoop(config.task, loop_config, run_dir, log=log).run()
+    history = ModelBasedLoop(config.make_task(), loop_config, run_dir, log=log).run()
     threshold = config.resolved_threshold
     hit = next(
         (row for row in history if threshold is not None and row["eval_return_mean"] >= threshold),
@@ -80,9 +80,10 @@ def _loop_trial(
     )
     last = history[-1]
     wall = float(last["wall_seconds"])
+    evaluated = [row for row in history if math.isfinite(float(row["eval_return_mean"]))]
     return {
-        "curve": [[int(row["real_steps"]), float(row["eval_return_mean"])] for row in history],
-        "curve_std": [float(row["eval_return_std"]) for row in history],
+        "curve": [[int(row["real_steps"]), float(row["eval_return_mean"])] for row in evaluated],
+        "curve_std": [float(row["eval_return_std"]) for row in evaluated],
         "steps_to_threshold": None if hit is None else int(hit["real_steps"]),
         "seconds_to_threshold": None if hit is None else float(hit["wall_seconds"]),
         "final_real_steps": int(last["real_steps"]),
@@ -96,10 +97,10 @@ def _loop_trial(
 
 
 def _model_free_trial(config: CompareConfig, method: str, seed: int) -> dict[str, Any]:
-    task = get_task(config.task)
+    task = config.make_task()
     threshold = config.resolved_threshold
     start = time.perf_counter()
-    agent = make_agent(method, task.make_real_env(), seed=seed, **config.model_free)
+    agent = make_agent(method, task.make_real_env(), task=task, seed=seed, **config.model_free)
     curve = learning_curve(
         agent,
         task,

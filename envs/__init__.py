@@ -8,6 +8,7 @@ LearnedVectorEnv);
 """
 
 from hybridgym.envs.custom_task import CustomTask
+from hybridgym.envs.gym_task import GymTask, resolve_task
 from hybridgym.envs.learned import LearnedCore, LearnedEnv, load_model
 from hybridgym.envs.learned_vec import LearnedVecEnv, LearnedVectorEnv
 from hybridgym.envs.registration import SYSTEMS, register_envs
@@ -45,6 +46,7 @@ __all__ = [
     "DataCenterEnv",
     "DataCenterPrior",
     "DataCenterTask",
+    "GymTask",
     "LearnedCore",
     "LearnedEnv",
     "LearnedVecEnv",
@@ -60,6 +62,7 @@ __all__ = [
     "load_model",
     "model_task",
     "register_task",
+    "resolve_task",
     "task_for_env_id",
     "task_names",
 ]

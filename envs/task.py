@@ -144,6 +144,24 @@ class Task(ABC):
         ``np_random``); with a ``torch.Generator`` or None it is a torch tensor of ``dtype``.
         """
 
+    # --- parts learned from data --------------------------------------------------------------
+    @property
+    def learned_parts(self) -> dict[str, torch.nn.Module]:
+        """Modules of this task that are learned from recorded data (e.g. a
+        :class:`~hybridgym.envs.GymTask`'s reward and termination models), by name; empty for
+        a task that states everything (every built-in task)."""
+        return {}
+
+    def reset_learned(self, seed: int = 0) -> None:
+        """Start :attr:`learned_parts` afresh, their initial weights drawn with ``seed`` (a
+        fresh loop run does this, so the same seed gives the same run)."""
+        return None  # nothing is learned by a task that states everything
+
+    def learn(self, data: Any, config: Any = None) -> dict[str, Any]:
+        """Refit :attr:`learned_parts` on ``data`` (a ``TrajectoryDataset`` of this task),
+        warm-started; returns a report per part. A task without learned parts does nothing."""
+        return {}
+
     # --- dynamics ----------------------------------------------------------------------------
     def make_prior(self, perturbation: float | None = None) -> PhysicsPrior:
         """The textbook physics of this system as a :class:`PhysicsPrior`.

@@ -22,6 +22,13 @@ from hybridgym.models.hybrid import (
 from hybridgym.models.integrators import FIXED_STEP_METHODS, fixed_step
 from hybridgym.models.priors import ConstantSpec, PhysicsPrior
 from hybridgym.models.residual import MLPResidual, UnitResidual
+from hybridgym.models.reward_model import (
+    RewardFitConfig,
+    RewardModel,
+    TerminationModel,
+    fit_reward,
+    fit_termination,
+)
 from hybridgym.models.topology import Topology
 
 try:
@@ -42,8 +49,11 @@ __all__ = [
     "HybridODE",
     "MLPResidual",
     "PhysicsPrior",
+    "RewardFitConfig",
+    "RewardModel",
     "SymbolicResidual",
     "TaskLike",
+    "TerminationModel",
     "Topology",
     "TrajectoryDataset",
     "UnitResidual",
@@ -51,6 +61,8 @@ __all__ = [
     "array_namespace",
     "distill",
     "fit",
+    "fit_reward",
+    "fit_termination",
     "fixed_step",
     "prediction_errors",
     "register_prior_builder",

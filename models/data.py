@@ -14,8 +14,9 @@ Datasets are built from arrays (:meth:`TrajectoryDataset.from_arrays`), from a G
                                    "state_names": [...], "action_names": [...], "dt": 0.05,
                                    "angle_dims": [0]}
     episodes/episode_000000.npz   states (T+1 x n), actions (T x m), times (T+1),
-    episodes/episode_000001.npz   and rewards (T) where the episode has them
-    ...
+    episodes/episode_000001.npz   rewards (T) where the episode has them, and
+    ...                           terminated (a 0-d bool) where the episode ended by
+                                  termination (files without it: False)
 
 The store is append-only: :meth:`TrajectoryDataset.append` writes exactly one new episode file.
 Every file is written to a temporary name in the same folder, flushed to disk and renamed into
@@ -49,7 +50,7 @@ FORMAT = "hybridgym.TrajectoryDataset"
 VERSION = 1
 _META_MARK = f"# {FORMAT} "
 _EPISODE_FILE = re.compile(r"episode_(\d{6})\.npz")
-_EPISODE_KEYS = {"states", "actions", "times", "rewards"}
+_EPISODE_KEYS = {"states", "actions", "times", "rewards", "terminated"}
 
 
 class TaskLike(Protocol):
@@ -198,6 +199,18 @@ def _validated_arrays(
     return x, u, r, t
 
 
+def _check_terminated(value: Any, label: str) -> bool:
+    """``value`` as a bool (Python or numpy bool, or a 0-d bool/0/1 array), or a TypeError."""
+    array = np.asarray(value)
+    flag = array.dtype == bool or (array.dtype.kind in "iu" and bool(np.isin(array, (0, 1)).all()))
+    if array.shape == () and flag:
+        return bool(array)
+    raise TypeError(
+        f"{label}: terminated must be True or False (did the episode end by termination rather "
+        f"than a time limit), got {value!r}"
+    )
+
+
 def _frozen_copy(array: np.ndarray) -> np.ndarray:
     copy = np.array(array, dtype=np.float64, copy=True)
     copy.setflags(write=False)
@@ -292,6 +305,9 @@ class Episode:
         actions: T x m; ``actions[k]`` held from ``times[k]`` to ``times[k + 1]``.
         rewards: shape (T,) for the transition k -> k+1, or None.
         times: shape (T+1,), strictly increasing.
+        terminated: the episode ended by termination (its last state is terminal: the env
+            said ``terminated``), not by a time limit, a step budget or the end of a log.
+            Default False.
 
     Raises:
         TypeError: a field does not hold real numbers.
@@ -302,11 +318,13 @@ class Episode:
     actions: np.ndarray
     rewards: np.ndarray | None
     times: np.ndarray
+    terminated: bool = False
 
     def __post_init__(self) -> None:
         x, u, r, t = _validated_arrays(
             self.states, self.actions, self.rewards, self.times, label="episode"
         )
+        object.__setattr__(self, "terminated", _check_terminated(self.terminated, "episode"))
         object.__setattr__(self, "states", _frozen_copy(x))
         object.__setattr__(self, "actions", _frozen_copy(u))
         object.__setattr__(self, "rewards", None if r is None else _frozen_copy(r))
@@ -322,6 +340,7 @@ class Episode:
         *,
         dt: float | None = None,
         t0: float = 0.0,
+        terminated: bool = False,
     ) -> Episode:
         """Build an episode; without ``times`` they are ``t0 + dt * arange(T+1)``.
 
@@ -332,10 +351,11 @@ class Episode:
             times: shape (T+1,), or None (then ``dt`` is required).
             dt: the control interval, used only when ``times`` is None.
             t0: the time of the first state, used only when ``times`` is None.
+            terminated: the episode ended by termination (see the class).
         """
         if times is None:
             times = _default_times(_num_rows(actions), _check_dt(dt), "episode", t0)
-        return cls(states, actions, rewards, times)
+        return cls(states, actions, rewards, times, terminated)
 
     @property
     def num_steps(self) -> int:
@@ -358,7 +378,8 @@ class Episode:
         if (self.rewards is None) != (other.rewards is None):
             return False
         return (
-            np.array_equal(self.states, other.states)
+            self.terminated == other.terminated
+            and np.array_equal(self.states, other.states)
             and np.array_equal(self.actions, other.actions)
             and np.array_equal(self.times, other.times)
             and (self.rewards is None or np.array_equal(self.rewards, other.rewards))
@@ -370,7 +391,8 @@ class Episode:
         return (
             f"Episode(num_steps={self.num_steps}, state_dim={self.state_dim}, "
             f"action_dim={self.action_dim}, rewards={self.rewards is not None}, "
-            f"t=[{self.times[0]:.6g}, {self.times[-1]:.6g}])"
+            f"t=[{self.times[0]:.6g}, {self.times[-1]:.6g}]"
+            + (", terminated=True)" if self.terminated else ")")
         )
 
 
@@ -379,6 +401,8 @@ def _episode_bytes(episode: Episode) -> bytes:
     arrays = {"states": episode.states, "actions": episode.actions, "times": episode.times}
     if episode.rewards is not None:
         arrays["rewards"] = episode.rewards
+    if episode.terminated:  # absent means False: stores without terminations read as before
+        arrays["terminated"] = np.array(True)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     return buffer.getvalue()
@@ -573,7 +597,13 @@ class TrajectoryDataset:
         return episode
 
     def _make_episode(
-        self, states: Any, actions: Any, rewards: Any, times: Any, label: str
+        self,
+        states: Any,
+        actions: Any,
+        rewards: Any,
+        times: Any,
+        label: str,
+        terminated: Any = False,
     ) -> Episode:
         """Validate arrays with this dataset's names (errors say ``label``) and build an Episode."""
         if times is None:
@@ -587,7 +617,7 @@ class TrajectoryDataset:
             state_names=self._state_names,
             action_names=self._action_names,
         )
-        return Episode(x, u, r, t)
+        return Episode(x, u, r, t, _check_terminated(terminated, label))
 
     @classmethod
     def from_arrays(
@@ -662,7 +692,9 @@ class TrajectoryDataset:
         truncates it (so the env needs a time limit) or the ``steps`` budget is spent; a cut
         episode is kept. States are ``task.obs_to_state(obs)`` with the angle dimensions
         unwrapped over time, so an angle that goes round keeps counting. Times are
-        ``k * task.dt``. The actions recorded are those passed to ``env.step``.
+        ``k * task.dt``. The actions recorded are those passed to ``env.step``; an episode the
+        env ended with ``terminated`` (not ``truncated``) is recorded with
+        ``terminated=True``.
 
         Args:
             env: a ``gymnasium.Env`` whose observations ``task.obs_to_state`` understands.
@@ -697,12 +729,14 @@ class TrajectoryDataset:
         remaining = budget_steps
         while (budget_episodes is None or len(collected) < budget_episodes) and remaining != 0:
             label = f"episode {len(collected)}"
-            states, actions, rewards = _run_episode(
+            states, actions, rewards, terminated = _run_episode(
                 env, task, policy, seed + len(collected), deterministic, remaining, label
             )
             states = unwrap_angles(states, dataset.angle_dims)
             times = task.dt * np.arange(len(states), dtype=np.float64)
-            collected.append(dataset._make_episode(states, actions, rewards, times, label))
+            collected.append(
+                dataset._make_episode(states, actions, rewards, times, label, terminated)
+            )
             if remaining is not None:
                 remaining -= len(actions)
         dataset._episodes = tuple(collected)
@@ -710,9 +744,16 @@ class TrajectoryDataset:
 
     # --- the append-only store -----------------------------------------------------------------
     def append(
-        self, episode: Episode | Any, actions: Any = None, rewards: Any = None, times: Any = None
+        self,
+        episode: Episode | Any,
+        actions: Any = None,
+        rewards: Any = None,
+        times: Any = None,
+        *,
+        terminated: bool = False,
     ) -> Episode:
-        """Add one episode: an :class:`Episode`, or ``append(states, actions, rewards, times)``.
+        """Add one episode: an :class:`Episode`, or ``append(states, actions, rewards, times,
+        terminated=...)``.
 
         The episode is validated first. When the dataset is bound to a directory, exactly one
         new episode file is then written atomically, and only after that is the episode added in
@@ -728,14 +769,14 @@ class TrajectoryDataset:
         index = len(self._episodes)
         label = f"episode {index}"
         if isinstance(episode, Episode):
-            if actions is not None or rewards is not None or times is not None:
+            if actions is not None or rewards is not None or times is not None or terminated:
                 raise TypeError(
                     "append got an Episode and arrays; pass an Episode alone, or "
-                    "states, actions, rewards, times"
+                    "states, actions, rewards, times, terminated"
                 )
             new = self._checked(episode, index)
         else:
-            new = self._make_episode(episode, actions, rewards, times, label)
+            new = self._make_episode(episode, actions, rewards, times, label, terminated)
         if self._directory is not None:
             path = _episode_path(self._directory, index)
             if path.exists():
@@ -819,16 +860,19 @@ class TrajectoryDataset:
         """Write every episode as CSV (atomically), readable by :meth:`from_csv` without options.
 
         The first line is ``# hybridgym.TrajectoryDataset {json}`` (names, dt, angle dims), then
-        a header ``episode,t,<state names>,<action names>,reward`` and one row per state; the
-        last row of each episode has empty action and reward cells (so do all reward cells of
-        an episode without rewards). Numbers are written with full float64 precision.
+        a header ``episode,t,<state names>,<action names>,reward,terminated`` and one row per
+        state; the last row of each episode has empty action and reward cells (so do all reward
+        cells of an episode without rewards) and its ``terminated`` cell is 1 where the episode
+        ended by termination, else 0 (the other rows leave it empty). Numbers are written with
+        full float64 precision.
         """
-        columns = ["episode", "t", *self._state_names, *self._action_names, "reward"]
-        clashes = sorted({"episode", "t", "reward"} & set(columns[2:-1]))
+        names = [*self._state_names, *self._action_names]
+        columns = ["episode", "t", *names, "reward", "terminated"]
+        clashes = sorted({"episode", "t", "reward", "terminated"} & set(names))
         if clashes:
             raise ValueError(
-                f"variables named {clashes} clash with the CSV's own columns episode, t, reward; "
-                "rename them before writing CSV"
+                f"variables named {clashes} clash with the CSV's own columns episode, t, reward, "
+                "terminated; rename them before writing CSV"
             )
         buffer = io.StringIO()
         buffer.write(_META_MARK + json.dumps({"version": VERSION, **self._spec()}) + "\n")
@@ -842,8 +886,9 @@ class TrajectoryDataset:
                 if k < episode.num_steps:
                     row += [repr(v) for v in episode.actions[k].tolist()]
                     row.append("" if episode.rewards is None else repr(float(episode.rewards[k])))
+                    row.append("")
                 else:
-                    row += blank
+                    row += [*blank, str(int(episode.terminated))]
                 writer.writerow(row)
         atomic_write_bytes(Path(path), buffer.getvalue().encode())
 
@@ -859,6 +904,7 @@ class TrajectoryDataset:
         reward_column: str | None = "reward",
         dt: float | None = None,
         angle_dims: Sequence[int] | None = None,
+        terminated_column: str | None = "terminated",
     ) -> TrajectoryDataset:
         """Read trajectories from CSV: a header row, then one row per state.
 
@@ -876,6 +922,10 @@ class TrajectoryDataset:
             reward_column: None when the file has no rewards.
             dt: the control interval; None takes it from a :meth:`to_csv` file, if any.
             angle_dims: None takes them from a :meth:`to_csv` file, else none.
+            terminated_column: the column saying whether an episode ended by termination: 1
+                (or ``true``) in the episode's last row where it did; 0, ``false`` or empty
+                otherwise, and empty or 0 in every other row. A file without this column
+                (as written before it existed) has no terminations; None ignores the column.
 
         Raises:
             FileNotFoundError: no such file.
@@ -903,6 +953,7 @@ class TrajectoryDataset:
         )
         columns = _CsvColumns(path, header, state_columns, action_columns)
         columns.locate(episode_column, time_column, reward_column)
+        columns.locate_terminated(terminated_column)
         groups: dict[str, list[tuple[int, list[str]]]] = {}
         for line, row in rows:
             columns.check_width(line, row)
@@ -912,7 +963,8 @@ class TrajectoryDataset:
         for index, (key, group) in enumerate(groups.items()):
             label = f"episode {index}" + (f" (id {key!r} in {path.name})" if key else "")
             fields = columns.parse_episode(group)
-            episodes.append(dataset._make_episode(*fields, label=label))
+            terminated = columns.parse_terminated(group)
+            episodes.append(dataset._make_episode(*fields, label=label, terminated=terminated))
         dataset._episodes = tuple(episodes)
         return dataset
 
@@ -931,7 +983,8 @@ class TrajectoryDataset:
 
         Minari records observations: they are this dataset's states (an unbounded float64
         ``Box`` of shape (n,)); actions are an unbounded ``Box`` of shape (m,). Each step has
-        ``terminations`` False and ``truncations`` True at an episode's last step only;
+        ``terminations`` and ``truncations`` False but at an episode's last step, where one of
+        them is True (``terminations`` where the episode ended by termination);
         ``infos["time"]`` holds the times. Names, dt and angle dims go on the last line of the
         description, so :meth:`from_minari` reads the dataset back without options. Needs
         ``pip install hybridgym[minari]``.
@@ -965,8 +1018,8 @@ class TrajectoryDataset:
                     observations=np.array(episode.states),
                     actions=np.array(episode.actions),
                     rewards=episode.rewards.tolist(),
-                    terminations=[False] * steps,
-                    truncations=[False] * (steps - 1) + [True],
+                    terminations=[False] * (steps - 1) + [episode.terminated],
+                    truncations=[False] * (steps - 1) + [not episode.terminated],
                     infos={"time": np.array(episode.times)},
                 )
             )
@@ -1049,8 +1102,16 @@ class TrajectoryDataset:
                 observations = _as_numbers(states, label, "observations")
                 states = unwrap_angles(task.obs_to_state(observations), result.angle_dims)
             times = (episode.infos or {}).get("time")
+            terminations = np.asarray(getattr(episode, "terminations", None), dtype=object)
             collected.append(
-                result._make_episode(states, episode.actions, episode.rewards, times, label)
+                result._make_episode(
+                    states,
+                    episode.actions,
+                    episode.rewards,
+                    times,
+                    label,
+                    bool(terminations.reshape(-1)[-1]) if terminations.ndim else False,
+                )
             )
         result._episodes = tuple(collected)
         return result
@@ -1192,14 +1253,15 @@ def _run_episode(
     deterministic: bool,
     budget: int | None,
     label: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One episode from ``env.reset(seed=seed)``: states (T+1 x n, wrapped), actions, rewards."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """One episode from ``env.reset(seed=seed)``: states (T+1 x n, wrapped), actions, rewards
+    and whether the env terminated it."""
     m = len(task.action_names)
     obs, _ = env.reset(seed=seed)
     states = [_obs_to_state(task, obs)]
     actions: list[np.ndarray] = []
     rewards: list[float] = []
-    done = False
+    done = terminated = False
     while not done and (budget is None or len(actions) < budget):
         if policy is None:
             action = env.action_space.sample()
@@ -1217,7 +1279,8 @@ def _run_episode(
         actions.append(recorded.reshape(m))
         rewards.append(float(reward))
         done = bool(terminated or truncated)
-    return np.stack(states), np.stack(actions), np.asarray(rewards, dtype=np.float64)
+    states_array, rewards_array = np.stack(states), np.asarray(rewards, dtype=np.float64)
+    return states_array, np.stack(actions), rewards_array, bool(terminated)
 
 
 def _obs_to_state(task: TaskLike, obs: Any) -> np.ndarray:
@@ -1302,8 +1365,8 @@ def _read_episode(dataset: TrajectoryDataset, path: Path, index: int) -> Episode
     missing = sorted({"states", "actions", "times"} - set(arrays))
     if unknown or missing:
         raise ValueError(
-            f"{path} must hold arrays states, actions, times and optionally rewards; "
-            f"missing {missing}, unknown {unknown}"
+            f"{path} must hold arrays states, actions, times and optionally rewards and "
+            f"terminated; missing {missing}, unknown {unknown}"
         )
     return dataset._make_episode(
         arrays["states"],
@@ -1311,6 +1374,7 @@ def _read_episode(dataset: TrajectoryDataset, path: Path, index: int) -> Episode
         arrays.get("rewards"),
         arrays["times"],
         label=f"episode {index} ({path})",
+        terminated=arrays.get("terminated", False),
     )
 
 
@@ -1390,6 +1454,10 @@ def _check_csv_meta(meta: dict[str, Any], path: Path) -> None:
     meta["state_names"], meta["action_names"] = list(state_names), list(meta["action_names"])
 
 
+#: cells of the CSV's terminated column (lower-cased)
+_CSV_FLAGS = {"": False, "0": False, "1": True, "false": False, "true": True}
+
+
 class _CsvColumns:
     """Where each field lives in a CSV header, and how to parse one episode's rows."""
 
@@ -1430,6 +1498,33 @@ class _CsvColumns:
         self.episode = found["episode_column"]
         self.time = found["time_column"]
         self.reward = found["reward_column"]
+
+    def locate_terminated(self, column: str | None) -> None:
+        """The termination column, if the header has it (files written before it have not)."""
+        found = column is not None and column in self.header
+        self.terminated = self.header.index(column) if found else None
+
+    def parse_terminated(self, group: list[tuple[int, list[str]]]) -> bool:
+        """Whether one episode's rows say it ended by termination (its last row's cell)."""
+        if self.terminated is None:
+            return False
+        flags = []
+        for line, row in group:
+            cell = row[self.terminated].strip().lower()
+            if cell not in _CSV_FLAGS:
+                raise ValueError(
+                    f"{self.path} line {line}, column {self.header[self.terminated]!r}: the cell "
+                    f"holds {row[self.terminated]!r}; expected 1 or 0 (true/false, or empty for 0)"
+                )
+            flags.append(_CSV_FLAGS[cell])
+        early = next((i for i, flag in enumerate(flags[:-1]) if flag), None)
+        if early is not None:
+            raise ValueError(
+                f"{self.path} line {group[early][0]}, column {self.header[self.terminated]!r}: "
+                "only an episode's last row may say terminated (a terminal state ends the "
+                "episode); put 1 in the last row, 0 or nothing elsewhere"
+            )
+        return flags[-1]
 
     def check_width(self, line: int, row: list[str]) -> None:
         if len(row) != len(self.header):

@@ -98,3 +98,100 @@ def write_json(path: str | pathlib.Path, payload: dict[str, Any]) -> pathlib.Pat
     from hybridgym.models.files import atomic_write_text
 
     return atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def add_env(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """--env, --env-kwargs, --prior, --reward, --terminated, --max-episode-steps: a system
+    that is not a built-in task (any Gymnasium env with Box spaces)."""
+    group = parser.add_argument_group(
+        "any Gymnasium env (not a built-in task)",
+        "the state is the observation; reward and termination are learned from the data "
+        "unless given; no --prior: a black-box model",
+    )
+    group.add_argument(
+        "--env",
+        required=required,
+        metavar="ID",
+        help="a registered Gymnasium id with Box spaces, e.g. MountainCarContinuous-v0 "
+        "(package.module:Id imports the package that registers it)",
+    )
+    group.add_argument(
+        "--env-kwargs",
+        default=None,
+        metavar="JSON",
+        help="gym.make keyword arguments, e.g. '{\"g\": 9.81}'",
+    )
+    group.add_argument(
+        "--prior",
+        default=None,
+        metavar="FILE.py:CLASS",
+        help="your physics as a PhysicsPrior subclass (built with no arguments), e.g. "
+        "examples/priors/inverted_pendulum.py:CartPolePrior",
+    )
+    group.add_argument(
+        "--reward",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="reward(state, action, next_state) -> B on torch batches (FILE.py:FUNCTION works "
+        "too); default: learned from the recorded rewards",
+    )
+    group.add_argument(
+        "--terminated",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="terminated(next_state) -> B bool on torch batches; default: learned from the "
+        "episodes that ended by termination",
+    )
+    group.add_argument(
+        "--max-episode-steps",
+        type=count(1),
+        default=None,
+        metavar="N",
+        help="episode length, for an env without a time limit (default: the env's)",
+    )
+
+
+def env_kwargs(text: str | None) -> dict[str, Any]:
+    """``--env-kwargs`` JSON as a dict (a ValueError naming the option otherwise)."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"--env-kwargs must be a JSON object, e.g. '{{\"g\": 9.81}}': {err}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--env-kwargs must be a JSON object, got {text!r}")
+    return value
+
+
+def env_task(args: argparse.Namespace) -> Any:
+    """The GymTask of ``--env`` and its options (``args.env`` must be set)."""
+    from hybridgym.envs import GymTask
+
+    return GymTask(
+        args.env,
+        env_kwargs(args.env_kwargs),
+        prior=args.prior,
+        reward=args.reward,
+        terminated=args.terminated,
+        max_episode_steps=args.max_episode_steps,
+    )
+
+
+def foreign_options_without_env(args: argparse.Namespace) -> None:
+    """Refuse --env-kwargs, --prior, ... without --env."""
+    given = [
+        option
+        for option, value in (
+            ("--env-kwargs", args.env_kwargs),
+            ("--prior", args.prior),
+            ("--reward", args.reward),
+            ("--terminated", args.terminated),
+            ("--max-episode-steps", args.max_episode_steps),
+        )
+        if value is not None
+    ]
+    if given and args.env is None:
+        raise ValueError(f"{', '.join(given)} need --env ID (a Gymnasium env, not a built-in task)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
+from hybridgym.scripts._common import add_env, env_kwargs
 from hybridgym.scripts.loop import parse_overrides
 
 
@@ -19,14 +20,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "resume), OUT/results.md and OUT/return_vs_real_steps.png. With --backend ray every "
         "trial is a Ray task.",
     )
-    parser.add_argument("--task", required=True, help="task name, e.g. pendulum")
+    parser.add_argument("--task", default=None, help="a built-in task, e.g. pendulum (or --env ID)")
+    add_env(parser)
     parser.add_argument(
         "--seeds", type=int, default=3, help="number of seeds, 0 to S-1 (default 3)"
     )
     parser.add_argument(
         "--budget", type=int, required=True, help="real-system steps per method and seed"
     )
-    parser.add_argument("--out", default=None, help="output folder (default runs/compare-TASK)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default runs/compare-TASK or -ID)"
+    )
     parser.add_argument(
         "--methods",
         default="loop,sac",
@@ -43,14 +47,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="model-free methods: evaluate every N real steps (default budget/16); the loop "
-        "evaluates after every iteration",
+        "evaluates after every iteration (--loop-set eval_every=K: after every K-th and the "
+        "last)",
     )
     parser.add_argument(
         "--threshold",
         type=float,
         default=None,
-        help="return that counts as solved (default: the task's, -200 for pendulum; the other "
-        "tasks have none, and without one steps-to-threshold is null and runs use the budget)",
+        help="return that counts as solved (default: the task's, -200 for pendulum, or the "
+        "env's reward_threshold, e.g. 90 for MountainCarContinuous-v0; without one "
+        "steps-to-threshold is null and runs use the budget)",
     )
     parser.add_argument(
         "--loop-set",
@@ -113,8 +119,19 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:  # the one-line error of the command line
         raise ValueError(str(err)) from None
     torch.set_num_threads(args.threads)
+    if (args.task is None) == (args.env is None):
+        raise ValueError("give a built-in task (--task NAME) or a Gymnasium env (--env ID)")
+    if args.env is None:
+        from hybridgym.scripts._common import foreign_options_without_env
+
+        foreign_options_without_env(args)
     config = CompareConfig(
-        task=args.task,
+        task=args.task or args.env,
+        env_kwargs=env_kwargs(args.env_kwargs),
+        prior=args.prior,
+        reward=args.reward,
+        terminated=args.terminated,
+        max_episode_steps=args.max_episode_steps,
         budget=args.budget,
         seeds=args.seeds,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -124,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
         loop=parse_overrides(args.loop_set),
         model_free=parse_overrides(args.agent_set),
     )
-    out = pathlib.Path(args.out or f"runs/compare-{config.task}")
+    name = config.task.replace("/", "_").replace(":", "_")
+    out = pathlib.Path(args.out or f"runs/compare-{name}")
     console = Console(width=140)
 
     def log(line: str) -> None:

@@ -6,27 +6,53 @@ import argparse
 import json
 import pathlib
 
-from hybridgym.scripts._common import add_threads, setup_torch
+from hybridgym.scripts._common import (
+    add_env,
+    add_threads,
+    count,
+    env_task,
+    foreign_options_without_env,
+    setup_torch,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "loop",
         help="fit a hybrid model to real data, train a controller in it, act, repeat",
-        description="Run the model-based loop; rerun the same command on the same --run-dir "
-        "to resume after a crash.",
+        description="Run the model-based loop on a built-in task (hybridgym loop TASK) or any "
+        "Gymnasium env with Box spaces (hybridgym loop --env ID); rerun the same command on the "
+        "same --run-dir to resume after a crash (or give --run-dir alone: the run's "
+        "config.json says what it runs).",
     )
     parser.add_argument(
         "task", nargs="?", help="task name, e.g. pendulum (see `hybridgym systems`)"
     )
     parser.add_argument("--task", dest="task_option", default=None, help="the task, as an option")
+    add_env(parser)
     parser.add_argument(
         "--run-dir", "--run", required=True, help="run directory (resumed if it exists)"
     )
     parser.add_argument("--seed", type=int, default=None, help="seed (default 0)")
     parser.add_argument("--iterations", type=int, default=None, help="loop iterations")
     parser.add_argument(
-        "--agent", default=None, help="differentiable (default), mpc, sac, td3 or ppo"
+        "--agent",
+        default=None,
+        help="mpc (the planner; most systems' default), differentiable, sac, td3 or ppo",
+    )
+    parser.add_argument(
+        "--eval-episodes",
+        type=count(0),
+        default=None,
+        metavar="N",
+        help="real evaluation episodes per evaluation (default: the config's; 0: none)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=count(1),
+        default=None,
+        metavar="K",
+        help="evaluate after every K-th iteration and after the last (default 1)",
     )
     parser.add_argument(
         "--set",
@@ -43,7 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "cuda (default: the config's, cpu)",
     )
     add_threads(parser)
-    parser.add_argument("--progress", action="store_true", help="progress bars")
+    parser.add_argument(
+        "--progress", action="store_true", help="progress bars (fits, training, evaluations)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-iteration log")
     parser.set_defaults(run=run)
 
@@ -69,47 +97,70 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def _task_name(args: argparse.Namespace) -> str:
-    """The task, given as the positional argument or as --task (not two different ones)."""
+def _task_name(args: argparse.Namespace) -> str | None:
+    """The task, given as the positional argument or as --task (not two different ones), or
+    None."""
     given = {name for name in (args.task, args.task_option) if name is not None}
-    if not given:
-        raise ValueError("no task given: hybridgym loop TASK ... or --task TASK")
     if len(given) > 1:
         raise ValueError(f"two tasks given, {args.task!r} and --task {args.task_option!r}")
-    return given.pop()
+    return given.pop() if given else None
 
 
-def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from hybridgym.agents import LoopConfig, ModelBasedLoop
-    from hybridgym.envs import get_task
-
-    device = setup_torch(args)
-    task = get_task(_task_name(args))
+def _overrides(args: argparse.Namespace, device: str) -> dict:
     overrides = parse_overrides(args.set)
     if args.device is not None:
         overrides["device"] = device
-    for name in ("seed", "iterations", "agent"):
+    for name in ("seed", "iterations", "agent", "eval_episodes", "eval_every"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.progress:
         overrides["progress"] = True
+    return overrides
+
+
+def _make_loop(args: argparse.Namespace, device: str):  # -> ModelBasedLoop
+    from hybridgym.agents import LoopConfig, ModelBasedLoop
+    from hybridgym.envs import resolve_task
+
+    log = None if args.quiet else print
+    run_dir = pathlib.Path(args.run_dir)
+    name = _task_name(args)
+    foreign_options_without_env(args)
+    overrides = _overrides(args, device)
+    if name is not None and args.env is not None:
+        raise ValueError(f"give a task ({name!r}) or --env {args.env}, not both")
+    if name is None and args.env is None:
+        if (run_dir / "config.json").is_file():  # resume what the run directory holds
+            return ModelBasedLoop.from_run_dir(run_dir, log=log, **overrides)
+        raise ValueError(
+            "no task given: hybridgym loop TASK --run-dir DIR (see `hybridgym systems`), "
+            f"hybridgym loop --env ID --run-dir DIR, or --run-dir of an existing run ({run_dir} "
+            "holds none)"
+        )
+    task = env_task(args) if args.env is not None else resolve_task(name)
     config = LoopConfig.for_task(task, **overrides)
-    loop = ModelBasedLoop(
-        task, config, pathlib.Path(args.run_dir), log=None if args.quiet else print
-    )
+    return ModelBasedLoop(task, config, run_dir, log=log)
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+
+    from rich.console import Console
+    from rich.table import Table
+
+    device = setup_torch(args)
+    loop = _make_loop(args, device)
     history = loop.run()
-    table = Table(title=f"model-based loop on {task.name}: {args.run_dir}")
+    table = Table(title=f"model-based loop on {loop.task.name}: {args.run_dir}")
     for column in ("iteration", "real steps", "return (mean +- std)", "model error", "fit s"):
         table.add_column(column, justify="right")
     table.add_column("agent s", justify="right")
     for row in history:
+        mean, std = row["eval_return_mean"], row["eval_return_std"]
         table.add_row(
             str(row["iteration"]),
             str(row["real_steps"]),
-            f"{row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}",
+            "-" if math.isnan(mean) else f"{mean:.1f} +- {std:.1f}",
             f"{row['model_error']:.3g}",
             f"{row['fit_seconds']:.1f}",
             f"{row['agent_seconds']:.1f}",

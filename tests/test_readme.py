@@ -160,3 +160,28 @@ def test_command_line_tutorial(tmp_path):
     _, stdout = outputs["plot"]
     match = re.search(r"10-step RMSE on held-out data: theta (\S+), thetadot (\S+)$", stdout, re.M)
     assert match and max(float(match.group(1)), float(match.group(2))) < 0.5
+
+
+def test_any_gymnasium_env_commands_print_what_the_readme_shows():
+    """The README's ``hybridgym systems --env`` block: each command's output holds the lines
+    the README prints for it (the refusal's beginning, before its ``...``)."""
+    text = README.read_text()
+    match = re.search(
+        r"<!-- tutorial:any-env -->\s*```bash\n(.*?)```\s*```text\n(.*?)```", text, re.S
+    )
+    assert match, "README lost its tutorial block 'any-env'"
+    commands = [shlex.split(line) for line in match.group(1).strip().splitlines()]
+    shown = [line for line in match.group(2).splitlines() if line.strip() and line != "..."]
+    outputs = []
+    for command in commands:
+        assert command[0] == "hybridgym"
+        out = subprocess.run(
+            [sys.executable, "-m", "hybridgym.scripts.main", *command[1:]],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "160"},
+        )
+        outputs.append(out.stdout + out.stderr)
+    for line in shown:
+        expected = line.split(" ...")[0]
+        assert any(expected in output for output in outputs), expected

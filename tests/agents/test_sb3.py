@@ -14,12 +14,13 @@ from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
 
 from hybridgym.agents.sb3 import (
     AGENT_DEFAULTS,
+    AGENT_DEFAULTS_BY_ENV,
     ALGOS,
     BASE_DEFAULTS,
     default_hyperparameters,
     make_agent,
 )
-from hybridgym.envs import CustomTask, LearnedVecEnv, get_task, task_names
+from hybridgym.envs import CustomTask, GymTask, LearnedVecEnv, get_task, task_names
 from hybridgym.models import HybridODE, MLPResidual
 
 SB3_CLASSES = {"sac": SAC, "td3": TD3, "ppo": PPO}
@@ -48,7 +49,9 @@ def assert_built_with(agent, expected: dict) -> None:
     assert optimizer_lr(agent) == pytest.approx(expected.get("learning_rate", 3e-4))
     assert hidden_sizes(agent) == expected["policy_kwargs"]["net_arch"]
     for key, value in expected.items():
-        if key not in INDIRECT:
+        if key == "train_freq":  # SB3 keeps a TrainFreq(frequency, unit)
+            assert agent.train_freq.frequency == value, key
+        elif key not in INDIRECT:
             assert getattr(agent, key) == value, key
     if "action_noise" in expected:
         assert isinstance(agent.action_noise, NormalActionNoise)
@@ -87,10 +90,29 @@ def test_table_values_reach_the_agent(task, algo):
 
 
 def test_an_env_of_no_known_task_gets_the_base_defaults():
-    agent = make_agent("sac", "MountainCarContinuous-v0")
+    agent = make_agent("sac", "hybridgym_test/Cart-v0")  # tests/conftest.py registers it
     assert default_hyperparameters(None, "sac") == BASE_DEFAULTS["sac"]
     assert agent.gamma == 0.99  # SB3's default, no task row applied
     assert_built_with(agent, BASE_DEFAULTS["sac"])
+
+
+@pytest.mark.parametrize("env_id", sorted(AGENT_DEFAULTS_BY_ENV))
+def test_an_env_with_a_row_by_id_gets_it(env_id):
+    """rl-baselines3-zoo's values for Gymnasium envs run as such (a GymTask, or the id)."""
+    if env_id.startswith("InvertedPendulum"):
+        pytest.importorskip("mujoco", reason="needs MuJoCo: pip install 'hybridgym[mujoco]'")
+    row = AGENT_DEFAULTS_BY_ENV[env_id]["sac"]
+    expected = default_hyperparameters(env_id, "sac")
+    assert expected == default_hyperparameters(GymTask(env_id), "sac")
+    for key, value in row.items():
+        assert expected[key] == value
+    agent = make_agent("sac", env_id, task=GymTask(env_id))
+    assert_built_with(agent, expected)
+    assert agent.learning_starts == row.get("learning_starts", 100)
+    if env_id == "Pendulum-v1":  # the id alone: the built-in task's real env, its row
+        assert make_agent("sac", env_id).gamma == AGENT_DEFAULTS["pendulum"]["sac"]["gamma"]
+    else:  # the id alone: inferred from the env's spec
+        assert_built_with(make_agent("sac", env_id), expected)
 
 
 @pytest.mark.parametrize("explicit", [False, True], ids=["inferred", "task="])

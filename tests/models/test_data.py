@@ -503,8 +503,8 @@ def test_csv_round_trip_needs_no_arguments(rng, tmp_path):
     dataset.to_csv(tmp_path / "d.csv")
     lines = (tmp_path / "d.csv").read_text().splitlines()
     assert lines[0].startswith("# hybridgym.TrajectoryDataset {")
-    assert lines[1] == "episode,t,a,b,u,reward"
-    assert lines[2 + dataset[0].num_steps].endswith(",,")  # the last row of episode 0
+    assert lines[1] == "episode,t,a,b,u,reward,terminated"
+    assert lines[2 + dataset[0].num_steps].endswith(",,,0")  # the last row of episode 0
     assert len(lines) == 2 + sum(e.num_steps + 1 for e in dataset)
     assert TrajectoryDataset.from_csv(tmp_path / "d.csv") == dataset  # exact, not approximate
 
