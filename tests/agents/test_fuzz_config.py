@@ -28,6 +28,7 @@ VALUES = st.one_of(
     st.none(),
     st.text(max_size=4),
     st.sampled_from(["cosine", "constant", "direct", "adjoint", "rk4", "relu", "mpc", "cpu"]),
+    st.sampled_from(["auto", "plateau", "Auto"]),
     st.lists(st.integers(-2, 40), max_size=3),
     st.lists(st.integers(-2, 40), max_size=3).map(tuple),
     st.just({}),
@@ -55,16 +56,23 @@ def _finite(value: Any, low: float, high: float = math.inf, *, open_low=False, o
     return above and below
 
 
+def _auto_or(rule):
+    """The rule of a field that also takes ``"auto"`` (chosen from the data)."""
+    return lambda v: v == "auto" or rule(v)
+
+
 #: what the docstring of FitConfig promises about each field that it accepts
 FIT_VALID = {
-    "horizon": lambda v: _is_int(v, 1),
-    "iterations": lambda v: _is_int(v, 0),
-    "learning_rate": lambda v: _finite(v, 0, open_low=True),
-    "lr_schedule": lambda v: v in ("cosine", "constant"),
-    "batch_size": lambda v: v is None or _is_int(v, 1),
+    "horizon": _auto_or(lambda v: _is_int(v, 1)),
+    "iterations": _auto_or(lambda v: _is_int(v, 0)),
+    "learning_rate": _auto_or(lambda v: _finite(v, 0, open_low=True)),
+    # plateau with iterations "auto" only, cosine and constant with a fixed count only
+    "lr_schedule": lambda v: v in ("auto", "plateau", "cosine", "constant"),
+    "batch_size": _auto_or(lambda v: v is None or _is_int(v, 1)),
     "curriculum": lambda v: _finite(v, 0, 1),
-    "lbfgs_iterations": lambda v: _is_int(v, 0),
-    "residual_penalty": lambda v: _finite(v, 0),
+    "lbfgs_iterations": _auto_or(lambda v: _is_int(v, 0)),
+    "residual_penalty": _auto_or(lambda v: _finite(v, 0)),
+    "physics_first": lambda v: v == "auto" or isinstance(v, bool),
     "validation_fraction": lambda v: _finite(v, 0, 1, open_high=True),
     "eval_every": lambda v: _is_int(v, 1),
     "patience": lambda v: v is None or _is_int(v, 1),
