@@ -637,6 +637,8 @@ def _tuned(**changes: object) -> FitConfig:
         curriculum=0.3,
         lbfgs_iterations=300,
         residual_penalty=0.1,
+        physics_first=False,
+        eval_every=50,
         patience=None,
         progress=False,
         validation_horizons=(1, 10),

@@ -1,29 +1,29 @@
-"""Fit a hybrid model to trajectories: multiple shooting over windows, with settings chosen
-from the data unless given.
+"""Fit a hybrid model to trajectories: multiple shooting over windows of recorded data, with
+every setting chosen from the data unless given.
 
-Every window of ``h`` steps starts from a recorded state and is rolled out under the recorded
-actions; the loss compares the rollout with the recording through the angle-aware state
-difference, scaled per state dimension (:mod:`hybridgym.models.shooting`).
+A window of ``h`` steps starts from a recorded state and is rolled out under the recorded
+actions; the loss compares the rollout with the recording (angles wrapped), each state divided
+by its typical one-step change (:mod:`hybridgym.models.shooting`).
 
-``fit(model, data)`` with the default :class:`FitConfig` chooses everything itself (each
-choice and its reason end up in :attr:`FitReport.choices`; docs/models.md gives the
-rationale):
+``fit(model, data)`` with the default :class:`FitConfig` chooses everything itself; each choice
+and its reason end up in :attr:`FitReport.choices` (docs/models.md, "How fit chooses"):
 
-1. **constants first**: a fresh model's physical constants are fitted alone (the residual
-   switched off, L-BFGS over growing windows), so the network starts from what the physics
-   cannot explain instead of absorbing part of the physics;
-2. **horizon**: one-step windows (exact and cheap where data are clean) and 10-step windows
-   (robust to measurement noise) are both tried when episodes can be held out, and the one
-   that predicts the held-out episodes best over ``max(validation_horizons)`` steps is kept;
-3. **batch**: full batch while it is cheap, else a fixed amount of work per step;
-4. **learning rate and length**: Adam at 1e-2, halved whenever the error stops improving
-   (the best weights restored), until it has been halved five times or a work budget is spent;
-5. **polish**: L-BFGS on a fixed set of windows, kept only if it lowers the loss;
-6. **residual penalty**: a small weight on the network's size (0.01 of the normalised dx/dt),
-   so that among equally good fits the one that explains most with the physics wins.
+1. **constants first**: the prior's physical constants are fitted alone to the recorded rates
+   of change (least squares, L-BFGS) and then held while the network learns what they leave,
+   the division of labour the residual-size penalty of APHYNITY aims at; a constant the data
+   push more than twofold from its start goes back to it (the missing physics has a term of
+   its form);
+2. **Adam** on one-step windows, full batch while cheap, at a learning rate of 1e-2 halved
+   whenever the training loss stops improving (best weights restored), until it was halved
+   five times or a work budget is spent, with a small penalty on the network's size;
+3. **polish**: L-BFGS on one-step windows and, from the same weights, on 10-step windows
+   (robust to measurement noise, consistent over many steps); the candidate that predicts
+   held-out episodes best over ``max(validation_horizons)`` steps is kept (the 10-step one
+   when no episode can be held out).
 
-Any field set explicitly is used as given; ``iterations=N`` runs exactly N Adam steps with the
-cosine schedule (the behaviour before the automatic choices).
+Fields set explicitly are used as given: ``iterations=N`` runs exactly N Adam steps on the
+cosine schedule, ``horizon=H`` trains on H-step windows (growing from 1 over ``curriculum``),
+``physics_first=False`` trains constants and network together.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,31 @@ import torch
 from tqdm.auto import tqdm
 
 from hybridgym.models.ensemble import Ensemble
-from hybridgym.models.hybrid import SENSITIVITIES, HybridODE
+from hybridgym.models.fit_config import (
+    AUTO,
+    AUTO_LBFGS_ITERATIONS,
+    AUTO_LEARNING_RATE,
+    AUTO_LONG_HORIZON,
+    AUTO_MAX_ITERATIONS,
+    AUTO_MIN_ITERATIONS,
+    AUTO_RAMP,
+    AUTO_RESIDUAL_PENALTY,
+    AUTO_WORK_BUDGET,
+    FULL_BATCH_WORK,
+    LBFGS_WORK,
+    LONG_LBFGS_ITERATIONS,
+    PHYSICS_FIRST_ITERATIONS,
+    PHYSICS_FIRST_TRUST,
+    PLATEAU_CHECKS,
+    PLATEAU_FLOOR,
+    PLATEAU_HALVINGS,
+    PLATEAU_TOLERANCE,
+    STEP_OVERHEAD,
+    WORK_PER_TRANSITION,
+    FitConfig,
+    FitReport,
+)
+from hybridgym.models.hybrid import HybridODE
 from hybridgym.models.shooting import (
     DatasetLike,
     Windows,
@@ -54,286 +78,9 @@ from hybridgym.models.shooting import (
 
 __all__ = ["AUTO", "FitConfig", "FitReport", "fit", "prediction_errors"]
 
-#: the value of a :class:`FitConfig` field that is chosen from the data and the model
-AUTO = "auto"
-
-# --- the automatic choices (docs/models.md, "How fit chooses") ----------------------------------
-#: Adam's learning rate; halved on every plateau
-AUTO_LEARNING_RATE = 1e-2
-#: the long window tried next to one-step windows (capped at the longest episode)
-AUTO_LONG_HORIZON = 10
-#: window-steps per Adam step: full batch up to this many, else windows of about this much work
-FULL_BATCH_WORK = 4_096
-#: window-steps per Adam step per recorded transition at horizons > 1 (a random subset of
-#: windows, so a step costs about twice a one-step full batch)
-WORK_PER_TRANSITION = 2
-#: work of Adam per horizon tried, in window-steps, which bounds a fit's time; a step of h
-#: model steps on B windows costs about h * (B + STEP_OVERHEAD) (one CPU thread)
-AUTO_WORK_BUDGET = 1_200_000
-STEP_OVERHEAD = 300
-AUTO_MIN_ITERATIONS, AUTO_MAX_ITERATIONS = 300, 3_000
-#: L-BFGS iterations of the polish, and the window-steps of its fixed set of windows
-AUTO_LBFGS_ITERATIONS = 200
-LBFGS_WORK = 8_192
-#: weight of the residual's mean squared normalised size
-AUTO_RESIDUAL_PENALTY = 0.01
-#: plateau: checks without a relative improvement of PLATEAU_TOLERANCE halve the rate;
-#: the fit stops once the rate has been halved PLATEAU_HALVINGS times
-PLATEAU_CHECKS = 4
-PLATEAU_TOLERANCE = 1e-2
-#: improvements below this (in units of a squared one-step change) are rounding, not progress
-PLATEAU_FLOOR = 1e-9
-PLATEAU_HALVINGS = 5
-#: Adam steps before the first plateau check (the window curriculum ramps over them)
-AUTO_RAMP = 300
-#: constants-first: L-BFGS iterations per window length (1, 2, 4 steps)
-PHYSICS_FIRST_ITERATIONS = 50
-
-_SCHEDULES = ("auto", "plateau", "cosine", "constant")
-
-
-def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"FitConfig.{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _non_negative(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"FitConfig.{name} must be a number >= 0, got {value!r}")
-
-
-def _finite_non_negative(name: str, value: Any) -> None:
-    _non_negative(name, value)
-    if not math.isfinite(value):
-        raise ValueError(f"FitConfig.{name} must be finite, got {value!r}")
-
-
-def _auto_or(name: str, value: Any, check: Callable[[], None], what: str) -> None:
-    """``value`` is ``"auto"`` or passes ``check``; any other string is named as an error."""
-    if isinstance(value, str):
-        if value != AUTO:
-            raise ValueError(f"FitConfig.{name} must be {what} or 'auto', got {value!r}")
-        return
-    check()
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """How to fit. Every field has a working default; ``"auto"`` fields are chosen from the
-    data and the model (see the module docstring) and reported in :attr:`FitReport.choices`.
-
-    Attributes:
-        horizon: window length in steps at the end of the curriculum (capped per episode, so
-            a horizon as long as the episode works). ``auto``: 1 and 10 are both tried when
-            episodes can be held out, the better on held-out data kept; else 10.
-        iterations: Adam steps. ``auto``: until the error stops improving (the learning rate
-            halved ``PLATEAU_HALVINGS`` times) or a work budget is spent (at most 3,000).
-        learning_rate: Adam's (initial) learning rate; ``auto``: 1e-2. Physical constants
-            stored without a log or sigmoid get it times their own size.
-        lr_schedule: ``plateau`` (halve when the error stops improving, restoring the best
-            weights), ``cosine`` (decay to 5% of ``learning_rate`` over ``iterations``) or
-            ``constant``; ``auto``: plateau with ``iterations="auto"``, else cosine.
-        batch_size: windows per Adam step; None uses every window; ``auto``: every window
-            while that is at most 4,096 window-steps, else a random subset of about two
-            window-steps per recorded transition.
-        curriculum: fraction of ``iterations`` (of 300 steps with ``iterations="auto"``) over
-            which windows grow from 1 step to ``horizon`` (0 trains at ``horizon`` from the
-            start).
-        lbfgs_iterations: L-BFGS iterations at ``horizon`` after Adam (0 = none), kept only
-            if the loss falls; ``auto``: 200.
-        residual_penalty: weight of the mean squared (normalised) residual over the data;
-            ``auto``: 0.01 for a model with a prior and a residual, else 0.
-        physics_first: fit a fresh model's physical constants alone before the network
-            (L-BFGS on 1-, 2- and 4-step windows with the residual off); ``auto``: for a model
-            with learnable constants whose residual has not been fitted before.
-        validation_fraction: episodes held out for validation, early stopping and the choice
-            of horizon (a single episode is never split).
-        eval_every: Adam steps between validation (or plateau) checks.
-        patience: fixed ``iterations`` only: validation checks without improvement before
-            stopping (None: never).
-        sensitivity: ``direct`` or ``adjoint`` gradients through the solver.
-        seed: seeds window sampling and the validation split.
-        progress: show a progress bar.
-        weight_decay: decoupled weight decay (AdamW) on the residual's weights only; the
-            physical constants are never decayed.
-        grad_clip: clip the gradient norm (None: no clipping).
-        validation_horizons: k of the k-step prediction errors reported; the largest is the
-            error the automatic horizon choice compares.
-        huber_delta: None for a squared loss; else a Huber loss, quadratic up to this size of
-            error (in units of each state's typical one-step change) and linear beyond, so a
-            few transitions the model cannot represent (a saturation, a glitch in the log)
-            pull less.
-    """
-
-    horizon: int | str = AUTO
-    iterations: int | str = AUTO
-    learning_rate: float | str = AUTO
-    lr_schedule: str = AUTO
-    batch_size: int | str | None = AUTO
-    curriculum: float = 0.3
-    lbfgs_iterations: int | str = AUTO
-    residual_penalty: float | str = AUTO
-    physics_first: bool | str = AUTO
-    validation_fraction: float = 0.2
-    eval_every: int = 25
-    patience: int | None = 10
-    sensitivity: str = "direct"
-    seed: int = 0
-    progress: bool = True
-    weight_decay: float = 0.0
-    grad_clip: float | None = 10.0
-    validation_horizons: tuple[int, ...] = (1, 10)
-    huber_delta: float | None = None
-
-    def __post_init__(self) -> None:
-        _auto_or(
-            "horizon", self.horizon, lambda: _positive_int("horizon", self.horizon), "an int >= 1"
-        )
-        _auto_or(
-            "iterations",
-            self.iterations,
-            lambda: _positive_int("iterations", self.iterations, 0),
-            "an int >= 0",
-        )
-        _auto_or(
-            "lbfgs_iterations",
-            self.lbfgs_iterations,
-            lambda: _positive_int("lbfgs_iterations", self.lbfgs_iterations, 0),
-            "an int >= 0",
-        )
-        _positive_int("eval_every", self.eval_every)
-        if self.batch_size is not None:
-            _auto_or(
-                "batch_size",
-                self.batch_size,
-                lambda: _positive_int("batch_size", self.batch_size),
-                "an int >= 1, None (every window)",
-            )
-        if self.patience is not None:
-            _positive_int("patience", self.patience)
-        _positive_int("seed", self.seed, 0)  # numpy's generators take seeds >= 0
-        _auto_or(
-            "residual_penalty",
-            self.residual_penalty,
-            lambda: _finite_non_negative("residual_penalty", self.residual_penalty),
-            "a number >= 0",
-        )
-        _finite_non_negative("weight_decay", self.weight_decay)
-        _auto_or("learning_rate", self.learning_rate, self._check_learning_rate, "a number > 0")
-        _non_negative("curriculum", self.curriculum)
-        if self.curriculum > 1:
-            raise ValueError(f"FitConfig.curriculum must be in [0, 1], got {self.curriculum!r}")
-        _non_negative("validation_fraction", self.validation_fraction)
-        if self.validation_fraction >= 1:
-            raise ValueError(
-                f"FitConfig.validation_fraction must be in [0, 1), got {self.validation_fraction}"
-            )
-        if self.grad_clip is not None:
-            _non_negative("grad_clip", self.grad_clip)
-            if self.grad_clip == 0:
-                raise ValueError(
-                    "FitConfig.grad_clip must be > 0 (0 would zero every gradient); "
-                    "use None for no clipping"
-                )
-        for name in ("progress",):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"FitConfig.{name} must be True or False, got {self.progress!r}")
-        if self.physics_first != AUTO and not isinstance(self.physics_first, bool):
-            raise ValueError(
-                f"FitConfig.physics_first must be True, False or 'auto', got {self.physics_first!r}"
-            )
-        if self.sensitivity not in SENSITIVITIES:
-            raise ValueError(
-                f"FitConfig.sensitivity must be one of {SENSITIVITIES}, got {self.sensitivity!r}"
-            )
-        if self.lr_schedule not in _SCHEDULES:
-            raise ValueError(
-                f"FitConfig.lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}"
-            )
-        if self.lr_schedule == "plateau" and self.iterations != AUTO:
-            raise ValueError(
-                "FitConfig.lr_schedule='plateau' ends the fit itself: use it with "
-                "iterations='auto' (or choose 'cosine' / 'constant' for a fixed count)"
-            )
-        if self.lr_schedule in ("cosine", "constant") and self.iterations == AUTO:
-            raise ValueError(
-                f"FitConfig.lr_schedule={self.lr_schedule!r} needs a fixed number of "
-                "iterations; set iterations=N or use lr_schedule='plateau'"
-            )
-        if self.huber_delta is not None:
-            _finite_non_negative("huber_delta", self.huber_delta)
-            if self.huber_delta == 0:
-                raise ValueError("FitConfig.huber_delta must be > 0 or None")
-        horizons = self.validation_horizons
-        if isinstance(horizons, str) or not isinstance(horizons, Sequence):
-            raise TypeError(
-                f"FitConfig.validation_horizons must be a tuple of ints >= 1, e.g. (1, 10), "
-                f"got {horizons!r}"
-            )
-        object.__setattr__(self, "validation_horizons", tuple(horizons))
-        if not self.validation_horizons:
-            raise ValueError("FitConfig.validation_horizons must name at least one horizon")
-        for k in self.validation_horizons:
-            _positive_int("validation_horizons entry", k)
-
-    def cautious(self) -> FitConfig:
-        """The same fit with a tenth of the learning rate and, for a fixed count, half the
-        Adam steps: the retry after a fit that diverged."""
-        rate = AUTO_LEARNING_RATE if self.learning_rate == AUTO else self.learning_rate
-        steps = self.iterations if self.iterations == AUTO else max(1, self.iterations // 2)
-        return dataclasses.replace(self, learning_rate=rate / 10, iterations=steps)
-
-    def _check_learning_rate(self) -> None:
-        _finite_non_negative("learning_rate", self.learning_rate)
-        if not self.learning_rate > 0:
-            raise ValueError(f"FitConfig.learning_rate must be > 0, got {self.learning_rate!r}")
-
-
-@dataclass
-class FitReport:
-    """What happened in a fit.
-
-    Attributes:
-        iterations: Adam steps taken on the kept horizon (fewer than configured after early
-            stopping).
-        history: per logged step of the kept horizon: iteration, horizon, train loss.
-        validation_history: per check: iteration, validation (or plateau-check) error.
-        validation_errors: k -> per-state RMSE of k-step predictions (validation episodes,
-            or the training episodes when there is no validation split).
-        physical_parameters: the prior's constants after the fit.
-        wall_time: seconds.
-        best_iteration: the iteration whose weights were kept.
-        stopped_early: Adam ended before its iteration budget (early stopping or a plateau).
-        non_finite_steps: Adam steps skipped because the loss was NaN or infinite.
-        members: per-member reports of an ensemble fit.
-        choices: setting -> what was chosen and why (every ``"auto"`` field; explicit ones
-            say so).
-        stop_reason: why Adam ended, in words.
-        candidates: one entry per horizon tried: horizon, Adam steps, the held-out error
-            they were compared on, seconds.
-    """
-
-    iterations: int
-    history: list[dict[str, float]]
-    validation_history: list[dict[str, float]]
-    validation_errors: dict[int, dict[str, float]]
-    physical_parameters: dict[str, float]
-    wall_time: float
-    best_iteration: int
-    stopped_early: bool
-    non_finite_steps: int = 0
-    members: list[FitReport] = field(default_factory=list)
-    choices: dict[str, str] = field(default_factory=dict)
-    stop_reason: str = ""
-    candidates: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def final_loss(self) -> float:
-        return self.history[-1]["loss"] if self.history else math.nan
-
-    def summary(self) -> str:
-        """The choices, one ``setting: choice`` per line."""
-        return "\n".join(f"{name}: {text}" for name, text in self.choices.items())
+State = dict[str, torch.Tensor]
+#: Adam steps with a non-finite loss after which a fit gives up
+NON_FINITE_LIMIT = 20
 
 
 def fit(
@@ -350,12 +97,12 @@ def fit(
             bootstrap resample of ``data`` with seed ``config.seed + k``).
         data: a ``TrajectoryDataset`` (or anything with its ``episodes``, ``angle_dims``,
             ``state_names``, ``split`` and ``bootstrap``).
-        config: :class:`FitConfig`; None uses the defaults, which choose the horizon, batch,
-            learning rate, length, polish and penalty from the data (``report.choices``).
+        config: :class:`FitConfig`; None uses the defaults, which choose every setting from
+            the data and the model (``report.choices`` says what and why).
         validation: held-out data; when None, ``config.validation_fraction`` of the episodes.
 
     Returns:
-        A :class:`FitReport`. The model keeps the weights with the best validation loss.
+        A :class:`FitReport`. The model keeps the weights that predict held-out data best.
     """
     config = config or FitConfig()
     if not isinstance(config, FitConfig):
@@ -387,7 +134,7 @@ def _mean_errors(errors: list[dict[int, dict[str, float]]]) -> dict[int, dict[st
 
 @dataclass
 class _Run:
-    """One horizon's Adam (+ L-BFGS) run."""
+    """Adam's steps and one polish: a candidate."""
 
     horizon: int
     iterations: int = 0
@@ -400,11 +147,11 @@ class _Run:
     lbfgs: str = ""
     selection_error: float = math.inf
     seconds: float = 0.0
-    state: dict[str, torch.Tensor] | None = None
+    state: State | None = None
 
 
 class _Fit:
-    """One model's fit: the choices from data and config, then the runs."""
+    """One model's fit: the settings from config, data and model, then the optimisation."""
 
     def __init__(
         self,
@@ -441,86 +188,75 @@ class _Fit:
             if validation
             else None
         )
-        #: a model whose residual has not been fitted before (a prior-only model: always)
-        self.fresh = not bool(getattr(model.residual, "statistics_set", False))
         set_residual_statistics(model, self.windows, model.dt)
         self.scale = self.windows.step_scale()
         self.choices: dict[str, str] = {}
         self._choose()
 
-    # --- choices -----------------------------------------------------------------------------
+    # --- settings ----------------------------------------------------------------------------
     def _choose(self) -> None:
-        cfg, model, windows = self.config, self.model, self.windows
+        cfg, model = self.config, self.model
         self.auto_length = cfg.iterations == AUTO
-        longest = windows.longest
-        has_prior = model.prior is not None and any(
+        constants = model.prior is not None and any(
             p.requires_grad for p in model.prior.parameters()
         )
-        with_residual = model.residual is not None
         self.select_k = min(
-            max(cfg.validation_horizons),
-            (self.val_windows or windows).longest,
+            max(cfg.validation_horizons), (self.val_windows or self.windows).longest
         )
-        # horizon
-        if cfg.horizon != AUTO:
-            self.horizons: tuple[int, ...] = (cfg.horizon,)
+        # windows: Adam on one step, then polished on one and on `long` steps; or as given
+        self.staged = cfg.horizon == AUTO
+        self.horizon = 1 if self.staged else int(cfg.horizon)
+        self.long = min(AUTO_LONG_HORIZON, self.windows.longest)
+        if not self.staged:
             self.choices["horizon"] = f"{cfg.horizon} (given)"
-        else:
-            long = min(AUTO_LONG_HORIZON, longest)
-            if self.val_windows is not None and long > 1 and self.fresh:
-                self.horizons = (1, long)
-                self.choices["horizon"] = f"1 or {long}, whichever predicts held-out data best"
-            else:
-                self.horizons = (long,)
-                why = (
-                    "a warm start keeps to the noise-robust window"
-                    if not self.fresh
-                    else "no episode to hold out, so the noise-robust window"
-                )
-                self.choices["horizon"] = f"{long} ({why})"
+        # constants first, then held
+        self.physics_first = constants and (cfg.physics_first == AUTO or bool(cfg.physics_first))
+        self.holds_constants = self.physics_first and model.residual is not None
+        if not self.physics_first:
+            self.choices["physics_first"] = "no" + (
+                " (given)" if cfg.physics_first is False else " (no constants to fit)"
+            )
         # learning rate and schedule
-        self.learning_rate = (
-            AUTO_LEARNING_RATE if cfg.learning_rate == AUTO else float(cfg.learning_rate)
-        )
+        given = cfg.learning_rate != AUTO
+        self.learning_rate = float(cfg.learning_rate) if given else AUTO_LEARNING_RATE
         self.schedule = cfg.lr_schedule
         if self.schedule == AUTO:
             self.schedule = "plateau" if self.auto_length else "cosine"
-        given = "given" if cfg.learning_rate != AUTO else "default"
-        self.choices["learning_rate"] = f"{self.learning_rate:g} ({given}), {self.schedule}"
-        # residual penalty
-        if cfg.residual_penalty == AUTO:
-            self.penalty = AUTO_RESIDUAL_PENALTY if (has_prior and with_residual) else 0.0
-            self.choices["residual_penalty"] = (
-                f"{self.penalty:g} (the physics explains what it can)"
-                if self.penalty
-                else "0 (no prior constants to keep identifiable)"
-            )
-        else:
+        self.choices["learning_rate"] = (
+            f"{self.learning_rate:g} ({'given' if given else 'default'}), {self.schedule}"
+        )
+        # penalty on the network's size
+        if cfg.residual_penalty != AUTO:
             self.penalty = float(cfg.residual_penalty)
             self.choices["residual_penalty"] = f"{self.penalty:g} (given)"
-        # constants first
-        if cfg.physics_first == AUTO:
-            self.physics_first = has_prior and self.fresh
+        elif constants and model.residual is not None:
+            self.penalty = AUTO_RESIDUAL_PENALTY
+            self.choices["residual_penalty"] = (
+                f"{self.penalty:g} while Adam trains (keeps the network to what the physics "
+                "leaves); none in the polish"
+            )
         else:
-            self.physics_first = bool(cfg.physics_first) and has_prior
-        # L-BFGS
+            self.penalty = 0.0
+            self.choices["residual_penalty"] = "0 (no physics for the network to leave room to)"
         self.lbfgs = AUTO_LBFGS_ITERATIONS if cfg.lbfgs_iterations == AUTO else cfg.lbfgs_iterations
+        # the polish trains the network alone, without the penalty, where the constants are
+        # held or the penalty is automatic (it only kept Adam from absorbing the physics)
+        self.polish_network_only = model.residual is not None and (
+            self.holds_constants or (cfg.residual_penalty == AUTO and self.penalty > 0)
+        )
 
     def batch_for(self, h: int) -> int | None:
         """Windows per Adam step at horizon h (None: all)."""
-        cfg = self.config
-        if cfg.batch_size != AUTO:
-            return cfg.batch_size
+        if self.config.batch_size != AUTO:
+            return self.config.batch_size
         count = len(self.windows.valid(h))
-        if count * h <= FULL_BATCH_WORK and (h == 1 or count * h <= self._work()):
+        work = min(FULL_BATCH_WORK, max(512, WORK_PER_TRANSITION * self.windows.num_steps))
+        if count * h <= FULL_BATCH_WORK and (h == 1 or count * h <= work):
             return None
-        return max(16, min(count, math.ceil(self._work() / h)))
-
-    def _work(self) -> int:
-        """Window-steps per Adam step at horizons > 1 when not every window fits."""
-        return min(FULL_BATCH_WORK, max(512, WORK_PER_TRANSITION * self.windows.num_steps))
+        return max(16, min(count, math.ceil(work / h)))
 
     def iterations_for(self, h: int) -> int:
+        """Adam steps: as given, or as many as the work budget allows (within bounds)."""
         if not self.auto_length:
             return int(self.config.iterations)
         batch = self.batch_for(h)
@@ -539,33 +275,28 @@ class _Fit:
 
     @torch.no_grad()
     def held_out_error(self) -> float:
-        """The error the horizons are compared on: scaled squared error of every step of
+        """What candidates are compared on: the scaled squared error of every step of
         ``select_k``-step windows of the validation episodes (no penalty)."""
-        windows = self.val_windows
         k = self.select_k
-        return float(self.loss(windows.valid(k), k, windows, 0.0))
+        return float(self.loss(self.val_windows.valid(k), k, self.val_windows, 0.0))
 
     # --- the fit -----------------------------------------------------------------------------
     def run(self) -> FitReport:
         model = self.model
         sensitivity_before = model.sensitivity
         model.sensitivity = self.config.sensitivity
+        initial = _copy(model)
         try:
             if self.physics_first:
                 self._physics_first()
-            else:
-                self.choices["physics_first"] = "no" + (
-                    " (given)" if self.config.physics_first is False else ""
-                )
-            initial = copy.deepcopy(model.state_dict()) if len(self.horizons) > 1 else None
-            runs = []
-            for h in self.horizons:
-                if initial is not None:
-                    model.load_state_dict(initial)
-                runs.append(self._run(h))
-            best = min(runs, key=lambda r: r.selection_error) if len(runs) > 1 else runs[0]
-            if best.state is not None and best is not runs[-1]:
+            runs = self._candidates()
+            best = runs[-1]
+            if self.val_windows is not None:
+                best = min(runs, key=lambda r: r.selection_error)
+            if best is not runs[-1]:
                 model.load_state_dict(best.state)
+            if best.non_finite >= NON_FINITE_LIMIT:  # a failed fit leaves the model as it was
+                model.load_state_dict(initial)
         finally:
             model.sensitivity = sensitivity_before
         self._describe(runs, best)
@@ -581,7 +312,7 @@ class _Fit:
             wall_time=time.perf_counter() - self.start_time,
             best_iteration=best.best_iteration,
             stopped_early=best.stopped_early,
-            non_finite_steps=sum(r.non_finite for r in runs),
+            non_finite_steps=best.non_finite,
             choices=dict(self.choices),
             stop_reason=best.stop_reason,
             candidates=[
@@ -595,14 +326,55 @@ class _Fit:
             ],
         )
 
-    def _describe(self, runs: list[_Run], best: _Run) -> None:
-        if len(runs) > 1:
-            scores = ", ".join(f"{r.selection_error:.3g} at horizon {r.horizon}" for r in runs)
-            self.choices["horizon"] = (
-                f"{best.horizon}: held-out {self.select_k}-step error {scores}"
+    def _candidates(self) -> list[_Run]:
+        """Adam, then the polish at the given horizon; or, with the horizon automatic, two
+        polishes from Adam's weights: on one-step and on ``long``-step windows."""
+        model = self.model
+        start = time.perf_counter()
+        adam = _Run(horizon=self.horizon)
+        if self.schedule == "plateau":
+            kept = self._adam_plateau(adam, self.horizon)
+        else:
+            kept = self._adam_fixed(adam, self.horizon)
+        adam_seconds = time.perf_counter() - start
+        horizons = [self.horizon]
+        if self.staged and self.long > 1:
+            horizons.append(self.long)
+        after_adam = _copy(model) if len(horizons) > 1 else None
+        runs = []
+        for h in horizons:
+            begin = time.perf_counter()
+            if after_adam is not None:
+                model.load_state_dict(after_adam)
+            run = dataclasses.replace(adam, horizon=h)
+            iterations = (
+                self.lbfgs if h == 1 or not self.staged else max(self.lbfgs, LONG_LBFGS_ITERATIONS)
             )
-        batch = self.batch_for(best.horizon)
-        count = len(self.windows.valid(best.horizon))
+            if iterations:
+                self._polish(run, h, kept, iterations)
+            if self.val_windows is not None:
+                run.selection_error = self.held_out_error()
+            run.state = _copy(model) if len(horizons) > 1 else None
+            run.seconds = adam_seconds + time.perf_counter() - begin
+            runs.append(run)
+        return runs
+
+    def _describe(self, runs: list[_Run], best: _Run) -> None:
+        if self.staged and len(runs) > 1 and self.val_windows is not None:
+            scores = ", ".join(f"{r.selection_error:.3g} at {r.horizon}" for r in runs)
+            self.choices["horizon"] = (
+                f"{best.horizon}: Adam on one-step windows, L-BFGS on one and on {self.long} "
+                f"steps; held-out {self.select_k}-step errors {scores}"
+            )
+        elif self.staged and len(runs) > 1:
+            self.choices["horizon"] = (
+                f"{best.horizon}: Adam on one-step windows, L-BFGS on {self.long} steps (no "
+                "episode to hold out: the long windows, robust to noise)"
+            )
+        elif self.staged:
+            self.choices["horizon"] = "1 (the episodes are one step long)"
+        batch = self.batch_for(self.horizon)
+        count = len(self.windows.valid(self.horizon))
         given = " (given)" if self.config.batch_size != AUTO else ""
         self.choices["batch_size"] = (
             f"every window ({count}){given}"
@@ -612,108 +384,89 @@ class _Fit:
         self.choices["iterations"] = f"{best.iterations} Adam steps: {best.stop_reason}"
         self.choices["lbfgs"] = best.lbfgs or "none"
 
+    # --- constants first -----------------------------------------------------------------
     def _physics_first(self) -> None:
-        """L-BFGS on the prior's constants alone (the residual switched off), on 1-, 2- and
-        4-step windows; each stage kept only if it lowers the loss."""
+        """The prior's constants fitted alone to the recorded rates of change (the residual
+        off). Each transition's rate is (x[k+1] - x[k]) / dt at the midpoint state under the
+        action held over it (second-order accurate), each state divided by its rates'
+        spread: matching rates, not rolled-out states, keeps one equation's missing term out
+        of another equation's constants. A constant pushed more than
+        ``PHYSICS_FIRST_TRUST`` times from its start goes back to it: the missing physics has
+        a term of its form, and a constant driven to an extreme leaves the network a harder
+        function to learn (measured on the fit suite's Lorenz and SIR systems)."""
         model, windows = self.model, self.windows
-        before_values = _physical(model)
+        before = _physical(model)
+        s = windows.start
+        step = windows.difference(windows.x[s + 1], windows.x[s])
+        middle, rate, action = windows.x[s] + 0.5 * step, step / model.dt, windows.u[s]
+        spread = rate.std(0).clamp_min(1e-6 * float(rate.std(0).max().clamp_min(1e-12)) + 1e-12)
+
+        def mismatch() -> torch.Tensor:
+            return (((model.prior(middle, action) - rate) / spread) ** 2).mean()
+
         params = [p for p in model.prior.parameters() if p.requires_grad]
-        mask = model.residual_mask.clone()
-        model.residual_mask.zero_()
-        try:
-            for h in sorted({min(h, windows.longest) for h in (1, 2, 4)}):
-                which = windows.spread(h, max(1, LBFGS_WORK // h))
-                self._lbfgs(params, which, h, PHYSICS_FIRST_ITERATIONS, penalty=0.0)
-        finally:
-            model.residual_mask.copy_(mask)
+        _minimise(mismatch, params, PHYSICS_FIRST_ITERATIONS)
+        reset = _outside_trust(model.prior, before)
         after = _physical(model)
-        changes = ", ".join(f"{k} {before_values[k]:.4g} -> {after[k]:.4g}" for k in after)
-        self.choices["physics_first"] = f"constants fitted alone first ({changes or 'none'})"
-
-    def _lbfgs(
-        self, params: list[torch.Tensor], which: torch.Tensor, h: int, iterations: int, penalty
-    ) -> tuple[float, float]:
-        """L-BFGS on a fixed set of windows; undone unless it lowers the loss. Returns the
-        loss before and after."""
-        model, windows = self.model, self.windows
-        optimizer = torch.optim.LBFGS(
-            params, lr=1.0, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe"
-        )
-        before = copy.deepcopy(model.state_dict())
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            loss = self.loss(which, h, windows, penalty)
-            if torch.isfinite(loss):
-                loss.backward()
-            return loss
-
-        with torch.no_grad():
-            loss_before = float(self.loss(which, h, windows, penalty))
-        optimizer.step(closure)
-        with torch.no_grad():
-            loss_after = float(self.loss(which, h, windows, penalty))
-        if not math.isfinite(loss_after) or not loss_after < loss_before:
-            model.load_state_dict(before)
-            return loss_before, loss_before
-        return loss_before, loss_after
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        model, cfg = self.model, self.config
-        residual_params = set(model.residual.parameters()) if model.residual is not None else set()
-        scaled = _unconstrained_constants(model.prior)
-        groups: list[dict[str, Any]] = []
-        plain = [p for p in self.params if p not in residual_params and id(p) not in scaled]
-        groups.append({"params": plain, "weight_decay": 0.0, "lr": self.learning_rate})
-        for p in self.params:
-            if id(p) in scaled:  # a constant in its own units: steps relative to its size
-                size = scaled[id(p)]
-                groups.append({"params": [p], "weight_decay": 0.0, "lr": self.learning_rate * size})
-        decayed = [p for p in self.params if p in residual_params]
-        if decayed:
-            groups.append(
-                {"params": decayed, "weight_decay": cfg.weight_decay, "lr": self.learning_rate}
+        changes = ", ".join(f"{k} {before[k]:.4g} -> {after[k]:.4g}" for k in after)
+        held = ", then held while the network learns" if self.holds_constants else ""
+        text = f"constants fitted alone to the recorded rates ({changes or 'none'}){held}"
+        if reset:
+            text += (
+                f"; {', '.join(reset)} moved more than {PHYSICS_FIRST_TRUST:g}x and went back to "
+                "the start (the missing physics has a term of their form)"
             )
+        self.choices["physics_first"] = text
+
+    # --- Adam ----------------------------------------------------------------------------
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW over the trainable weights: the network's (with ``weight_decay``), and the
+        constants unless they are held; a constant stored in its own units (no log, no
+        sigmoid) steps relative to its size."""
+        model = self.model
+        network = set(model.residual.parameters()) if model.residual is not None else set()
+        held = set(model.prior.parameters()) if self.holds_constants else set()
+        sized = _unconstrained_constants(model.prior)
+        rate = self.learning_rate
+        plain = [p for p in self.params if p not in network and p not in held]
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in plain if id(p) not in sized], "weight_decay": 0.0, "lr": rate}
+        ]
+        groups += [
+            {"params": [p], "weight_decay": 0.0, "lr": rate * sized[id(p)]}
+            for p in plain
+            if id(p) in sized
+        ]
+        trained = [p for p in self.params if p in network]
+        if trained:
+            groups.append({"params": trained, "weight_decay": self.config.weight_decay, "lr": rate})
         for group in groups:
             group["initial_lr"] = group["lr"]
-        return torch.optim.AdamW(groups, lr=self.learning_rate)
+        return torch.optim.AdamW(groups, lr=rate)
 
-    def _run(self, h: int) -> _Run:
-        start = time.perf_counter()
-        cfg, model, windows = self.config, self.model, self.windows
-        run = _Run(horizon=h)
-        iterations = self.iterations_for(h)
-        batch = self.batch_for(h)
+    def _steps(
+        self,
+        run: _Run,
+        h: int,
+        iterations: int,
+        schedule_of: Callable[[torch.optim.Optimizer], Any] | None = None,
+    ) -> Iterator[torch.optim.Optimizer]:
+        """Adam steps with windows growing to h over the curriculum; yields the optimizer
+        every ``eval_every`` steps after the curriculum, for the caller's checks."""
+        cfg, windows = self.config, self.windows
         optimizer = self._optimizer()
-        schedule = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(iterations, 1), eta_min=0.05 * self.learning_rate
-            )
-            if self.schedule == "cosine"
-            else None
-        )
+        schedule = schedule_of(optimizer) if schedule_of is not None else None
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        ramp_base = AUTO_RAMP if self.auto_length else iterations
-        ramp_end = int(cfg.curriculum * ramp_base)
-        plateau = self.schedule == "plateau"
-        check_set = None if self.val_windows is not None else windows.spread(h, LBFGS_WORK // h)
-
-        def check() -> float:
-            if self.val_windows is not None:
-                return self.held_out_error()
-            with torch.no_grad():
-                return float(self.loss(check_set, h, windows, self.penalty))
-
-        checking = plateau or self.val_windows is not None
-        best = (check() if plateau else math.inf, copy.deepcopy(model.state_dict()), 0)
-        bad_checks, halvings, it = 0, 0, 0
-        run.stop_reason = f"the {iterations} steps"
-        bar = tqdm(total=iterations, desc=f"fit h={h}", disable=not cfg.progress, leave=False)
+        ramp_end = int(cfg.curriculum * (AUTO_RAMP if self.auto_length else iterations))
+        batch = self.batch_for(h)
+        # progress=False silences the bar; with True, tqdm's own TQDM_DISABLE still can
+        quiet = {} if cfg.progress else {"disable": True}
+        bar = tqdm(total=iterations, desc=f"fit h={h}", leave=False, **quiet)
         try:
             for it in range(1, iterations + 1):
                 h_now = _ramp(it - 1, ramp_end, h)
                 valid = windows.valid(h_now)
-                size = batch if not plateau or h_now == h else self.batch_for(h_now)
+                size = batch if not self.auto_length or h_now == h else self.batch_for(h_now)
                 if size is not None and len(valid) > size:
                     pick = torch.randperm(len(valid), generator=generator, device=self.device)
                     valid = valid[pick[:size]]
@@ -721,11 +474,14 @@ class _Fit:
                 loss = self.loss(valid, h_now, windows, self.penalty)
                 # the one read of the device per Adam step: a non-finite loss skips the step
                 loss_value = loss.item()
+                run.iterations = it
                 if not math.isfinite(loss_value):
                     run.non_finite += 1
-                    if run.non_finite >= 20:
-                        run.stop_reason = "20 non-finite losses"
-                        break
+                    if run.non_finite >= NON_FINITE_LIMIT:
+                        run.stop_reason = (
+                            f"{NON_FINITE_LIMIT} non-finite losses: the model is kept as it was"
+                        )
+                        return
                     continue
                 loss.backward()
                 if cfg.grad_clip:
@@ -737,72 +493,167 @@ class _Fit:
                     run.history.append({"iteration": it, "horizon": h_now, "loss": loss_value})
                     bar.set_postfix(loss=f"{loss_value:.3g}", h=h_now)
                 bar.update(1)
-                if not checking or it % cfg.eval_every or it < ramp_end:
-                    continue
-                value = check()
-                run.checks.append({"iteration": it, "loss": value})
-                if plateau and value < PLATEAU_FLOOR:
-                    best = (value, copy.deepcopy(model.state_dict()), it)
-                    run.stopped_early = True
-                    run.stop_reason = "converged: the error is at rounding level"
-                    break
-                target = best[0] * (1 - PLATEAU_TOLERANCE) - PLATEAU_FLOOR if plateau else best[0]
-                if value < target:
-                    best, bad_checks = (value, copy.deepcopy(model.state_dict()), it), 0
-                    continue
-                bad_checks += 1
-                if not plateau:
-                    if cfg.patience is not None and bad_checks >= cfg.patience:
-                        run.stopped_early = True
-                        run.stop_reason = f"no validation improvement in {cfg.patience} checks"
-                        break
-                    continue
-                if bad_checks >= PLATEAU_CHECKS:  # halve the rate, back to the best weights
-                    halvings += 1
-                    bad_checks = 0
-                    model.load_state_dict(best[1])
-                    if halvings >= PLATEAU_HALVINGS:
-                        run.stopped_early = True
-                        run.stop_reason = (
-                            f"a plateau: the learning rate was halved {PLATEAU_HALVINGS} times"
-                        )
-                        break
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["initial_lr"] * 0.5**halvings
-            else:
-                if plateau:
-                    run.stop_reason = f"the work budget ({iterations} steps)"
+                if it % cfg.eval_every == 0 and it >= ramp_end:
+                    yield optimizer
         finally:
             bar.close()
-        run.iterations = it
-        if checking and best[0] < math.inf:
-            if plateau and best[2] != it:
-                value = check()  # the last weights may be better than the last check
-                if value < best[0]:
-                    best = (value, copy.deepcopy(model.state_dict()), it)
-            model.load_state_dict(best[1])
-            run.best_iteration = best[2]
-        else:
-            run.best_iteration = it
-        if self.lbfgs:
-            which = windows.spread(h, max(1, LBFGS_WORK // h))
-            before, after = self._lbfgs(self.params, which, h, self.lbfgs, self.penalty)
-            if self.val_windows is not None and after < before and self.held_out_error() > best[0]:
-                model.load_state_dict(best[1])  # it polished the training windows only
-                after = before
-            run.lbfgs = (
-                f"{self.lbfgs} L-BFGS iterations: loss {before:.3g} -> {after:.3g}"
-                if after < before
-                else f"{self.lbfgs} L-BFGS iterations did not lower the loss: undone"
+
+    def _adam_fixed(self, run: _Run, h: int) -> tuple[float, State] | None:
+        """``iterations`` Adam steps (cosine or constant rate); with validation episodes, the
+        weights of the best check are kept and ``patience`` stops early."""
+        cfg, model = self.config, self.model
+        iterations = int(cfg.iterations)
+
+        def cosine(optimizer: torch.optim.Optimizer) -> Any:
+            if self.schedule != "cosine":
+                return None
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(iterations, 1), eta_min=0.05 * self.learning_rate
             )
-            if after < before:
-                run.best_iteration = it
-        if self.val_windows is not None:
-            run.selection_error = self.held_out_error()
-        if len(self.horizons) > 1:
-            run.state = copy.deepcopy(model.state_dict())
-        run.seconds = time.perf_counter() - start
-        return run
+
+        run.stop_reason = f"the {iterations} steps"
+        best: tuple[float, State] | None = None
+        bad_checks = 0
+        for _ in self._steps(run, h, iterations, cosine):
+            if self.val_windows is None:
+                continue
+            value = self.held_out_error()
+            run.checks.append({"iteration": run.iterations, "loss": value})
+            if best is None or value < best[0]:
+                best, bad_checks, run.best_iteration = (value, _copy(model)), 0, run.iterations
+                continue
+            bad_checks += 1
+            if cfg.patience is not None and bad_checks >= cfg.patience:
+                run.stopped_early = True
+                run.stop_reason = f"no validation improvement in {cfg.patience} checks"
+                break
+        if best is None:
+            run.best_iteration = run.iterations
+        else:
+            model.load_state_dict(best[1])
+        return best
+
+    def _adam_plateau(self, run: _Run, h: int) -> tuple[float, State] | None:
+        """Adam until the training loss stops improving: after ``PLATEAU_CHECKS`` checks
+        without a relative gain of ``PLATEAU_TOLERANCE`` the rate is halved and the best
+        weights restored; after ``PLATEAU_HALVINGS`` halvings (or the work budget) it stops.
+        With validation episodes the weights with the best held-out error are kept."""
+        model, windows = self.model, self.windows
+        iterations = self.iterations_for(h)
+        check_set = windows.spread(h, max(1, LBFGS_WORK // h))
+
+        def train_check() -> float:
+            with torch.no_grad():
+                return float(self.loss(check_set, h, windows, self.penalty))
+
+        trained = (train_check(), _copy(model))
+        held = (self.held_out_error(), _copy(model), 0) if self.val_windows is not None else None
+        bad_checks, halvings = 0, 0
+        run.stop_reason = f"the work budget ({iterations} steps)"
+        for optimizer in self._steps(run, h, iterations):
+            value = train_check()
+            if held is not None:
+                error = self.held_out_error()
+                if error < held[0]:
+                    held = (error, _copy(model), run.iterations)
+            run.checks.append(
+                {"iteration": run.iterations, "loss": held[0] if held is not None else value}
+            )
+            if value < PLATEAU_FLOOR:
+                trained = (value, _copy(model))
+                run.stopped_early = True
+                run.stop_reason = "converged: the error is at rounding level"
+                break
+            if value < trained[0] * (1 - PLATEAU_TOLERANCE) - PLATEAU_FLOOR:
+                trained, bad_checks = (value, _copy(model)), 0
+                continue
+            bad_checks += 1
+            if bad_checks < PLATEAU_CHECKS:
+                continue
+            halvings, bad_checks = halvings + 1, 0
+            model.load_state_dict(trained[1])  # back to the best weights, half the rate
+            if halvings >= PLATEAU_HALVINGS:
+                run.stopped_early = True
+                run.stop_reason = f"a plateau: the rate was halved {PLATEAU_HALVINGS} times"
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * 0.5**halvings
+        if held is None:
+            if train_check() > trained[0]:
+                model.load_state_dict(trained[1])
+            run.best_iteration = run.iterations
+            return None
+        error = self.held_out_error()
+        if error < held[0]:
+            held = (error, _copy(model), run.iterations)
+        model.load_state_dict(held[1])
+        run.best_iteration = held[2]
+        return held[0], held[1]
+
+    # --- L-BFGS --------------------------------------------------------------------------
+    def _polish(self, run: _Run, h: int, kept: tuple[float, State] | None, iterations: int) -> None:
+        """L-BFGS on a fixed, evenly spread set of h-step windows; undone if it does not lower
+        the loss, or raises the held-out error above that of the weights Adam kept."""
+        model = self.model
+        if self.polish_network_only:
+            params = [p for p in model.residual.parameters() if p.requires_grad]
+            penalty, what = 0.0, "the network (constants kept, no penalty)"
+        else:
+            params, penalty, what = self.params, self.penalty, "all weights"
+        which = self.windows.spread(h, max(1, LBFGS_WORK // h))
+        before = _copy(model)
+
+        def loss() -> torch.Tensor:
+            return self.loss(which, h, self.windows, penalty)
+
+        start, end = _minimise(loss, params, iterations)
+        if kept is not None and end < start and self.held_out_error() > kept[0]:
+            model.load_state_dict(before)  # it polished the training windows only
+            end = start
+        run.lbfgs = (
+            f"{iterations} L-BFGS iterations on {h}-step windows, {what}: loss {start:.3g} -> "
+            f"{end:.3g}"
+            if end < start
+            else f"{iterations} L-BFGS iterations on {h}-step windows did not help: undone"
+        )
+        if end < start:
+            run.best_iteration = run.iterations
+
+
+def _minimise(
+    loss: Callable[[], torch.Tensor], params: list[torch.Tensor], iterations: int
+) -> tuple[float, float]:
+    """L-BFGS (strong Wolfe line search) on ``loss()`` over ``params``; undone unless the
+    loss falls and stays finite. Returns the loss before and after."""
+    with torch.no_grad():
+        start = float(loss())
+    if not params or not iterations:
+        return start, start
+    before = [p.detach().clone() for p in params]
+    optimizer = torch.optim.LBFGS(
+        params, lr=1.0, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        value = loss()
+        if torch.isfinite(value):
+            value.backward()
+        return value
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        end = float(loss())
+    if not (math.isfinite(end) and end < start):
+        with torch.no_grad():
+            for p, b in zip(params, before, strict=True):
+                p.copy_(b)
+        return start, start
+    return start, end
+
+
+def _copy(model: torch.nn.Module) -> State:
+    return copy.deepcopy(model.state_dict())
 
 
 def _ramp(it: int, ramp_end: int, horizon: int) -> int:
@@ -827,11 +678,30 @@ def _unconstrained_constants(prior: Any) -> dict[int, float]:
     return out
 
 
+def _outside_trust(prior: Any, start: dict[str, float]) -> list[str]:
+    """Set every constant that moved more than ``PHYSICS_FIRST_TRUST`` times from its value in
+    ``start`` (or changed sign) back to it; return their names."""
+    specs = getattr(prior, "constant_specs", {})
+    raw = getattr(prior, "raw", {})
+    reset = []
+    for name, value in _physical_of(prior).items():
+        first = start.get(name)
+        if not first or name not in raw:
+            continue
+        if 1 / PHYSICS_FIRST_TRUST <= value / first <= PHYSICS_FIRST_TRUST:
+            continue
+        with torch.no_grad():
+            raw[name].fill_(specs[name].to_raw(first))
+        reset.append(name)
+    return reset
+
+
+def _physical_of(prior: Any) -> dict[str, float]:
+    return prior.physical_parameters() if hasattr(prior, "physical_parameters") else {}
+
+
 def _physical(model: HybridODE) -> dict[str, float]:
-    prior = model.prior
-    if prior is not None and hasattr(prior, "physical_parameters"):
-        return prior.physical_parameters()
-    return {}
+    return {} if model.prior is None else _physical_of(model.prior)
 
 
 def _check_sampling(data: DatasetLike, dt: float) -> None:

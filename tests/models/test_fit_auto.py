@@ -92,9 +92,10 @@ def test_defaults_report_their_choices_and_beat_the_physics_alone():
         "lbfgs",
     ):
         assert report.choices.get(name), name
-    assert "constants fitted alone first" in report.choices["physics_first"]
+    assert "constants fitted alone to the recorded rates" in report.choices["physics_first"]
+    assert "held while the network learns" in report.choices["physics_first"]
     assert report.stop_reason and report.stop_reason in report.choices["iterations"]
-    # both horizons were tried on held-out episodes, and the better one was kept
+    # both polishes were compared on held-out episodes, and the better one was kept
     assert [c["horizon"] for c in report.candidates] == [1, 10]
     best = min(report.candidates, key=lambda c: c["held_out_error"])
     assert report.choices["horizon"].startswith(f"{best['horizon']}:")
@@ -107,7 +108,7 @@ def test_defaults_report_their_choices_and_beat_the_physics_alone():
     # off), not where the network leaves them without the constants-first step and penalty
     constants = report.physical_parameters
     assert constants["k"] == pytest.approx(4.0, rel=0.1)
-    assert constants["b"] == pytest.approx(2.0, rel=0.15)
+    assert constants["b"] == pytest.approx(2.0, rel=0.1)
     absorbed = fit(
         _hybrid(), train, FitConfig(progress=False, physics_first=False, residual_penalty=0.0)
     ).physical_parameters
@@ -116,12 +117,17 @@ def test_defaults_report_their_choices_and_beat_the_physics_alone():
 
 
 @pytest.mark.slow
-def test_noisy_measurements_choose_the_long_window():
-    """One-step windows fit measurement noise; the held-out comparison notices."""
-    report = fit(_hybrid(), _data(0, noise=0.03), FitConfig(progress=False))
-    errors = {c["horizon"]: c["held_out_error"] for c in report.candidates}
-    assert errors[10] < errors[1]
-    assert report.choices["horizon"].startswith("10:")
+def test_noisy_measurements_still_give_a_model_far_better_than_the_physics():
+    """3% measurement noise: the held-out checks keep Adam from fitting the noise.
+
+    Measured: hybrid/physics 20-step error ratio 0.14 (10 episodes); 0.38 with 6.
+    """
+    noisy, clean = _data(0, episodes=10, noise=0.03), _data(100, episodes=3)
+    model = _hybrid()
+    fit(model, noisy, FitConfig(progress=False))
+    physics = HybridODE(Spring(), None, dt=0.1)
+    fit(physics, noisy, FitConfig(progress=False))
+    assert _held_out_error(model, clean, 20) < 0.25 * _held_out_error(physics, clean, 20)
 
 
 def test_kept_weights_are_the_chosen_candidates():
@@ -136,11 +142,13 @@ def test_kept_weights_are_the_chosen_candidates():
     assert probe.held_out_error() == pytest.approx(chosen["held_out_error"], rel=1e-5)
 
 
-def test_single_episode_uses_the_long_window_and_its_length_is_capped():
+def test_single_episode_keeps_the_long_window_and_its_length_is_capped():
     data = _data(2, episodes=1, steps=8)
-    report = fit(_hybrid(), data, FitConfig(progress=False, lbfgs_iterations=0))
-    assert len(report.candidates) == 1 and report.candidates[0]["horizon"] == 8
+    report = fit(_hybrid(), data, FitConfig(progress=False, lbfgs_iterations=5))
+    assert [c["horizon"] for c in report.candidates] == [1, 8]
+    assert report.choices["horizon"].startswith("8:")
     assert "no episode to hold out" in report.choices["horizon"]
+    assert "8-step windows" in report.choices["lbfgs"]
     assert report.iterations <= fit_module.AUTO_MAX_ITERATIONS
 
 
@@ -168,8 +176,7 @@ def test_a_warm_refit_never_ends_worse_on_held_out_data():
     probe = fit_module._Fit(model, train, config, None)
     before = probe.held_out_error()
     report = fit(model, train, config)
-    assert "warm start" in report.choices["horizon"]
-    assert "no" == report.choices["physics_first"]
+    assert report.candidates  # a refit compares its candidates against the kept weights
     assert fit_module._Fit(model, train, config, None).held_out_error() <= before * (1 + 1e-6)
 
 
@@ -219,7 +226,7 @@ def test_explicit_settings_are_used_as_given():
     data = _data(6, episodes=3, steps=20)
     config = FitConfig(horizon=2, iterations=40, batch_size=8, lbfgs_iterations=0, progress=False)
     report = fit(_hybrid(), data, config)
-    assert report.iterations <= 40 and report.candidates[0]["horizon"] == 2
+    assert report.iterations <= 40 and [c["horizon"] for c in report.candidates] == [2]
     assert {row["horizon"] for row in report.history} <= {1, 2}
     assert report.choices["horizon"].endswith("(given)")
     assert report.choices["batch_size"] == "8 of 38 windows per step (given)"
@@ -248,3 +255,70 @@ def test_cautious_retry_lowers_the_rate_and_keeps_auto_lengths():
     assert FitConfig().cautious().iterations == AUTO
     fixed = FitConfig(iterations=101, learning_rate=0.02, lr_schedule="cosine").cautious()
     assert fixed.iterations == 50 and math.isclose(fixed.learning_rate, 0.002)
+
+
+class Coupled(PhysicsPrior):
+    """x' = -a x + y + u, y' = -b y: the y equation misses a term; x's is exact."""
+
+    def __init__(self, a: float = 1.5, b: float = 0.7) -> None:
+        super().__init__(state_dim=2, action_dim=1)
+        self.add_constant("a", a, positive=True)
+        self.add_constant("b", b, positive=True)
+
+    def forward(self, x, u):
+        c = self.constants()
+        return torch.stack([-c["a"] * x[:, 0] + x[:, 1] + u[:, 0], -c["b"] * x[:, 1]], 1)
+
+
+def coupled_truth(x, u):
+    """a = 1, b = 0.5, and a missing -2 x^2 in y' (it shapes y, which drives x)."""
+    xp = torch if isinstance(x, torch.Tensor) else np
+    return xp.stack([-x[:, 0] + x[:, 1] + u[:, 0], -0.5 * x[:, 1] - 2.0 * x[:, 0] ** 2], 1)
+
+
+def test_constants_are_fitted_to_rates_and_held_while_the_network_learns():
+    """Matching rates keeps y's missing term out of x's constant (a is exact), and the fit
+    keeps the constants where that step put them."""
+    data = _data(7, episodes=4, steps=30, field=coupled_truth)
+    torch.manual_seed(0)
+    model = HybridODE(Coupled(), MLPResidual(2, 1, hidden=(16,)), dt=0.1)
+    config = FitConfig(progress=False, iterations=20, lbfgs_iterations=5)
+    alone = fit_module._Fit(model, data, config, None)
+    alone._physics_first()
+    after_first = model.prior.physical_parameters()
+    assert after_first["a"] == pytest.approx(1.0, rel=0.01)
+    torch.manual_seed(0)
+    model = HybridODE(Coupled(), MLPResidual(2, 1, hidden=(16,)), dt=0.1)
+    report = fit(model, data, config)
+    assert report.physical_parameters == pytest.approx(after_first)
+
+
+def test_a_constant_pushed_far_from_its_start_goes_back():
+    """The missing -3x has the form of -k x: the rates alone would make k four times its
+    start; the fit leaves k where the user put it and the network learns the rest."""
+
+    class Decay(PhysicsPrior):
+        def __init__(self) -> None:
+            super().__init__(state_dim=1, action_dim=1)
+            self.add_constant("k", 1.0, positive=True)
+
+        def forward(self, x, u):
+            return -self.constants()["k"] * x + u
+
+    def truth(x, u):
+        return -4.0 * x + u
+
+    rng = np.random.default_rng(8)
+    states, actions = [], []
+    for _ in range(3):
+        u = rng.uniform(-1, 1, (20, 1))
+        xs = [rng.uniform(-1, 1, (1, 1))]
+        for k in range(20):
+            xs.append(fixed_step(truth, xs[-1], u[k : k + 1], 0.1, method="rk4", substeps=4))
+        states.append(np.concatenate(xs))
+        actions.append(u)
+    data = TrajectoryDataset.from_arrays(states, actions, dt=0.1)
+    model = HybridODE(Decay(), MLPResidual(1, 1, hidden=(8,)), dt=0.1)
+    report = fit(model, data, FitConfig(progress=False, iterations=10, lbfgs_iterations=0))
+    assert report.physical_parameters["k"] == pytest.approx(1.0)
+    assert "k moved more than 2x and went back" in report.choices["physics_first"]
