@@ -72,6 +72,13 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, **extra: Any
             f"a task or Gymnasium env id must be a non-empty string, got {env_id!r}; see "
             "`hybridgym systems`"
         )
+    module, colon, name = env_id.rpartition(":")
+    if colon and not (module.strip() and name.strip()):
+        raise ValueError(
+            f"no task or Gymnasium env {env_id!r}: an env of another package is named "
+            "'package.module:Id', with both parts (e.g. 'gymnasium.envs.classic_control:"
+            "Pendulum-v1'); see `hybridgym systems`"
+        )
     kwargs = dict(env_kwargs or {})
     try:
         return gym.make(env_id, **kwargs, **extra)

@@ -101,6 +101,12 @@ def test_an_unknown_id_names_close_ids_and_tasks():
         GymTask("Pendulm")
 
 
+@pytest.mark.parametrize("env_id", [":", ":Pendulum-v1", "gymnasium.envs:", " : "])
+def test_a_module_id_with_an_empty_part_is_refused_saying_the_form(env_id):
+    with pytest.raises(ValueError, match=r"named 'package.module:Id', with both parts"):
+        GymTask(env_id)
+
+
 # --- given reward and termination ---------------------------------------------------------
 def test_a_given_reward_and_termination_are_used_as_they_are():
     def reward(x, u, x_next):
