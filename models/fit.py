@@ -11,7 +11,7 @@ and its reason end up in :attr:`FitReport.choices` (docs/models.md, "How fit cho
 1. **constants first**: the prior's physical constants are fitted alone to the recorded rates
    of change (least squares, L-BFGS) and then held while the network learns what they leave,
    the division of labour the residual-size penalty of APHYNITY aims at; a constant the data
-   push more than twofold from its start goes back to it (the missing physics has a term of
+   push more than fivefold from its start goes back to it (the missing physics has a term of
    its form);
 2. **Adam** on one-step windows, full batch while cheap, at a learning rate of 1e-2 halved
    whenever the training loss stops improving (best weights restored), until it was halved

@@ -293,9 +293,12 @@ def test_constants_are_fitted_to_rates_and_held_while_the_network_learns():
     assert report.physical_parameters == pytest.approx(after_first)
 
 
-def test_a_constant_pushed_far_from_its_start_goes_back():
-    """The missing -3x has the form of -k x: the rates alone would make k four times its
-    start; the fit leaves k where the user put it and the network learns the rest."""
+@pytest.mark.parametrize("rate", [4.0, 10.0])
+def test_a_constant_pushed_far_from_its_start_goes_back(rate):
+    """The rates alone make k `rate` times its start. Fourfold is a rough guess corrected
+    (README's oscillator starts its stiffness at 1 for a true 4); tenfold is the missing physics
+    taking up a term of k's form (-k x): the fit leaves k where the user put it and the
+    network learns the rest."""
 
     class Decay(PhysicsPrior):
         def __init__(self) -> None:
@@ -306,7 +309,7 @@ def test_a_constant_pushed_far_from_its_start_goes_back():
             return -self.constants()["k"] * x + u
 
     def truth(x, u):
-        return -4.0 * x + u
+        return -rate * x + u
 
     rng = np.random.default_rng(8)
     states, actions = [], []
@@ -320,5 +323,10 @@ def test_a_constant_pushed_far_from_its_start_goes_back():
     data = TrajectoryDataset.from_arrays(states, actions, dt=0.1)
     model = HybridODE(Decay(), MLPResidual(1, 1, hidden=(8,)), dt=0.1)
     report = fit(model, data, FitConfig(progress=False, iterations=10, lbfgs_iterations=0))
-    assert report.physical_parameters["k"] == pytest.approx(1.0)
-    assert "k moved more than 2x and went back" in report.choices["physics_first"]
+    moved = "k moved more than 5x and went back" in report.choices["physics_first"]
+    if rate < fit_module.PHYSICS_FIRST_TRUST:
+        assert report.physical_parameters["k"] == pytest.approx(rate, rel=0.02)
+        assert not moved
+    else:
+        assert report.physical_parameters["k"] == pytest.approx(1.0)
+        assert moved
