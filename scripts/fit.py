@@ -303,6 +303,9 @@ def run(args: argparse.Namespace) -> int:
         f"fit: {len(train)} training episodes ({train.num_steps} steps), {report.iterations} "
         f"Adam steps, final loss {report.final_loss:.4g}, {report.wall_time:.1f} s"
     )
+    if report.choices:
+        print("how (FitReport.choices; FitConfig fields given with --set are used as given):")
+        print("\n".join(f"  {line}" for line in report.summary().splitlines()))
     if task is None and prior is not None:
         print(f"load it with HybridODE.load({str(out)!r}, prior={type(prior).__name__}())")
     print(f"model: {out}")

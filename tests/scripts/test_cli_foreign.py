@@ -196,6 +196,10 @@ def test_fit_without_a_task_fits_a_black_box_or_a_users_prior(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "physical constants of Pendulum" in out.stdout and "gain" in out.stdout
+    # what the fit chose and why: the given iterations, the rest automatic
+    assert "how (FitReport.choices" in out.stdout
+    assert "  iterations: 30 Adam steps" in out.stdout
+    assert "  physics_first: constants fitted alone to the recorded rates" in out.stdout
     assert "HybridODE.load(" in out.stdout
     # a CSV of someone else's: columns named, dt from the evenly spaced times
     rows = (tmp_path / "episodes.csv").read_text().splitlines()[1:]  # no metadata line
