@@ -52,6 +52,7 @@ from hybridgym.models.fit_config import (
     AUTO_RESIDUAL_PENALTY,
     AUTO_WORK_BUDGET,
     FULL_BATCH_WORK,
+    LBFGS_PLATEAU_CHUNK,
     LBFGS_WORK,
     LONG_LBFGS_ITERATIONS,
     PHYSICS_FIRST_ITERATIONS,
@@ -405,7 +406,7 @@ class _Fit:
             return (((model.prior(middle, action) - rate) / spread) ** 2).mean()
 
         params = [p for p in model.prior.parameters() if p.requires_grad]
-        _minimise(mismatch, params, PHYSICS_FIRST_ITERATIONS)
+        _minimise(mismatch, params, PHYSICS_FIRST_ITERATIONS, plateau=True)
         reset = _outside_trust(model.prior, before)
         after = _physical(model)
         changes = ", ".join(f"{k} {before[k]:.4g} -> {after[k]:.4g}" for k in after)
@@ -606,32 +607,46 @@ class _Fit:
         def loss() -> torch.Tensor:
             return self.loss(which, h, self.windows, penalty)
 
-        start, end = _minimise(loss, params, iterations)
+        # the long windows' polish stops at a plateau (it costs h times the one-step one)
+        plateau = self.config.lbfgs_iterations == AUTO and h > 1
+        start, end, done = _minimise(loss, params, iterations, plateau=plateau)
         if kept is not None and end < start and self.held_out_error() > kept[0]:
             model.load_state_dict(before)  # it polished the training windows only
             end = start
+        ran = (
+            f"{done} of {iterations} L-BFGS iterations (then under "
+            f"{PLATEAU_TOLERANCE:.0%} per {LBFGS_PLATEAU_CHUNK})"
+            if done < iterations
+            else f"{iterations} L-BFGS iterations"
+        )
         run.lbfgs = (
-            f"{iterations} L-BFGS iterations on {h}-step windows, {what}: loss {start:.3g} -> "
-            f"{end:.3g}"
+            f"{ran} on {h}-step windows, {what}: loss {start:.3g} -> {end:.3g}"
             if end < start
-            else f"{iterations} L-BFGS iterations on {h}-step windows did not help: undone"
+            else f"{ran} on {h}-step windows did not help: undone"
         )
         if end < start:
             run.best_iteration = run.iterations
 
 
 def _minimise(
-    loss: Callable[[], torch.Tensor], params: list[torch.Tensor], iterations: int
-) -> tuple[float, float]:
+    loss: Callable[[], torch.Tensor],
+    params: list[torch.Tensor],
+    iterations: int,
+    plateau: bool = False,
+) -> tuple[float, float, int]:
     """L-BFGS (strong Wolfe line search) on ``loss()`` over ``params``; undone unless the
-    loss falls and stays finite. Returns the loss before and after."""
+    loss falls and stays finite. With ``plateau``, it runs in chunks of
+    ``LBFGS_PLATEAU_CHUNK`` iterations (one optimizer, so its memory carries over) and stops
+    after a chunk that lowered the loss by less than ``PLATEAU_TOLERANCE``. Returns the loss
+    before and after, and the iterations run."""
     with torch.no_grad():
         start = float(loss())
     if not params or not iterations:
-        return start, start
+        return start, start, 0
     before = [p.detach().clone() for p in params]
+    chunk = min(LBFGS_PLATEAU_CHUNK, iterations) if plateau else iterations
     optimizer = torch.optim.LBFGS(
-        params, lr=1.0, max_iter=iterations, history_size=20, line_search_fn="strong_wolfe"
+        params, lr=1.0, max_iter=chunk, history_size=20, line_search_fn="strong_wolfe"
     )
 
     def closure() -> torch.Tensor:
@@ -641,15 +656,25 @@ def _minimise(
             value.backward()
         return value
 
-    optimizer.step(closure)
+    done, previous = 0, start
+    while done < iterations:
+        optimizer.step(closure)
+        done += chunk
+        if not plateau:
+            break
+        with torch.no_grad():
+            current = float(loss())
+        if not (math.isfinite(current) and previous - current >= PLATEAU_TOLERANCE * previous):
+            break
+        previous = current
     with torch.no_grad():
         end = float(loss())
     if not (math.isfinite(end) and end < start):
         with torch.no_grad():
             for p, b in zip(params, before, strict=True):
                 p.copy_(b)
-        return start, start
-    return start, end
+        return start, start, done
+    return start, end, done
 
 
 def _copy(model: torch.nn.Module) -> State:

@@ -2,6 +2,8 @@
 
 import importlib
 import math
+import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -330,3 +332,40 @@ def test_a_constant_pushed_far_from_its_start_goes_back(rate):
     else:
         assert report.physical_parameters["k"] == pytest.approx(1.0)
         assert moved
+
+
+def test_the_automatic_long_polish_stops_at_a_plateau_and_a_given_count_runs_in_full():
+    """L-BFGS in chunks: a problem solved in the first chunk stops after the next one (which
+    gains nothing); without the plateau rule the optimizer runs its iterations (torch's own
+    tolerances aside) and reports them all."""
+    target = torch.linspace(-1.0, 1.0, 8)
+
+    def problem() -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+        w = torch.zeros(8, requires_grad=True)
+        return w, lambda: ((w - target) ** 2).sum() + 1.0  # the floor keeps gains relative
+
+    w, loss = problem()
+    start, end, done = fit_module._minimise(loss, [w], 400, plateau=True)
+    assert start == pytest.approx(1.0 + float((target**2).sum()))
+    assert end == pytest.approx(1.0, abs=1e-6)
+    assert done == 2 * fit_module.LBFGS_PLATEAU_CHUNK
+    w, loss = problem()
+    assert fit_module._minimise(loss, [w], 400, plateau=False)[2] == 400
+
+
+def test_the_fit_report_says_where_the_long_polish_stopped():
+    """One noisy episode: nothing to hold out, so the long polish is kept and the report
+    describes it; it stopped where the noise floors the loss. A given count is run as given."""
+    data = _data(5, episodes=1, steps=30, noise=0.03)
+    report = fit(_hybrid(), data, FitConfig(progress=False))
+    match = re.match(
+        r"(\d+) of 400 L-BFGS iterations \(then under 1% per 25\) on 10-step windows",
+        report.choices["lbfgs"],
+    )
+    assert match and int(match.group(1)) % 25 == 0, report.choices["lbfgs"]
+    given = FitConfig(progress=False, iterations=50, horizon=10, lbfgs_iterations=60)
+    assert (
+        fit(_hybrid(), data, given)
+        .choices["lbfgs"]
+        .startswith("60 L-BFGS iterations on 10-step windows")
+    )
