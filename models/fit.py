@@ -607,8 +607,9 @@ class _Fit:
         def loss() -> torch.Tensor:
             return self.loss(which, h, self.windows, penalty)
 
-        # the long windows' polish stops at a plateau (it costs h times the one-step one)
-        plateau = self.config.lbfgs_iterations == AUTO and h > 1
+        # an expensive automatic polish (more window-steps than a cheap full batch) stops at
+        # a plateau
+        plateau = self.config.lbfgs_iterations == AUTO and len(which) * h > FULL_BATCH_WORK
         start, end, done = _minimise(loss, params, iterations, plateau=plateau)
         if kept is not None and end < start and self.held_out_error() > kept[0]:
             model.load_state_dict(before)  # it polished the training windows only

@@ -354,16 +354,17 @@ def test_the_automatic_long_polish_stops_at_a_plateau_and_a_given_count_runs_in_
 
 
 def test_the_fit_report_says_where_the_long_polish_stopped():
-    """One noisy episode: nothing to hold out, so the long polish is kept and the report
-    describes it; it stopped where the noise floors the loss. A given count is run as given."""
-    data = _data(5, episodes=1, steps=30, noise=0.03)
-    report = fit(_hybrid(), data, FitConfig(progress=False))
+    """One long noisy episode: nothing to hold out, so the long polish is kept and the report
+    describes it; over 4,096 window-steps, it stopped where the noise floors the loss. A
+    given count is run as given."""
+    data = _data(5, episodes=1, steps=450, noise=0.03)
+    report = fit(_hybrid(), data, FitConfig(progress=False, iterations=100))
     match = re.match(
         r"(\d+) of 400 L-BFGS iterations \(then under 1% per 25\) on 10-step windows",
         report.choices["lbfgs"],
     )
     assert match and int(match.group(1)) % 25 == 0, report.choices["lbfgs"]
-    given = FitConfig(progress=False, iterations=50, horizon=10, lbfgs_iterations=60)
+    given = FitConfig(progress=False, iterations=20, horizon=10, lbfgs_iterations=60)
     assert (
         fit(_hybrid(), data, given)
         .choices["lbfgs"]
