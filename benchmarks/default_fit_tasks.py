@@ -10,7 +10,9 @@ reached (pendulum -200; other tasks: the last return is compared), the summed fi
 the wall-clock; the two variants of a seed run back to back so machine load hits both alike.
 
 Usage: python default_fit_tasks.py [SEEDS] [TASKS]   (default: 5, pendulum)
-    e.g. python default_fit_tasks.py 3 lotka_volterra,datacenter
+    SEEDS is a count (seeds 0 to SEEDS-1) or a comma-separated list, e.g.
+    python default_fit_tasks.py 3 lotka_volterra,datacenter
+    python default_fit_tasks.py 1,2 datacenter
 Writes benchmarks/results/default_fit_TASK.json per task.
 """
 
@@ -89,7 +91,8 @@ def summary(task: str, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    given = sys.argv[1] if len(sys.argv) > 1 else "5"
+    seeds = [int(x) for x in given.split(",")] if "," in given else range(int(given))
     tasks = sys.argv[2].split(",") if len(sys.argv) > 2 else ["pendulum"]
     unknown = [t for t in tasks if t not in task_names()]
     if unknown:
@@ -97,7 +100,7 @@ def main() -> None:
     for task in tasks:
         results = []
         print(f"{task}: seed, variant, return after each iteration (real steps), fit s, wall s")
-        for seed in range(seeds):
+        for seed in seeds:
             for variant in VARIANTS:
                 r = run(task, seed, variant)
                 results.append(r)
