@@ -657,19 +657,15 @@ def _minimise(
             value.backward()
         return value
 
-    done, previous = 0, start
-    while done < iterations:
+    done, end = 0, start
+    while done < iterations:  # one pass without the plateau rule (chunk = iterations)
         optimizer.step(closure)
         done += chunk
-        if not plateau:
-            break
+        previous = end
         with torch.no_grad():
-            current = float(loss())
-        if not (math.isfinite(current) and previous - current >= PLATEAU_TOLERANCE * previous):
+            end = float(loss())
+        if not (plateau and math.isfinite(end) and previous - end >= PLATEAU_TOLERANCE * previous):
             break
-        previous = current
-    with torch.no_grad():
-        end = float(loss())
     if not (math.isfinite(end) and end < start):
         with torch.no_grad():
             for p, b in zip(params, before, strict=True):
