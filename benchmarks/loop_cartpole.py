@@ -9,7 +9,12 @@ episode it collected is solved (``task.is_solved``: the second half upright and 
 solving episode. Target (issue 5): at most 17 s in 4 of 5 seeds; PILCO needed about 17.5 s.
 Planning target: at most 50 ms per action on one CPU thread (the control interval).
 
-Usage: python loop_cartpole.py [SEEDS] (default 5); writes benchmarks/results/loop_cartpole.json
+The "default fit" variant is the hybrid loop with the task's fit recipe (``SMALL_DATA_FIT``)
+replaced by ``FitConfig()``'s automatic defaults (``fit={}``); nothing else differs.
+
+Usage: python loop_cartpole.py [SEEDS] [VARIANTS] (default 5 seeds; variants a comma-separated
+       subset of: hybrid, default fit, physics only; default hybrid,physics only); writes
+       benchmarks/results/loop_cartpole.json (loop_cartpole_VARIANTS.json for a subset)
        python loop_cartpole.py SEEDS planning   (only the planning speed, on a quiet machine)
 """
 
@@ -34,6 +39,7 @@ torch.set_num_threads(1)
 TASK = get_task("cartpole_swingup")
 MAX_ITERATIONS = 5
 BUDGET_S = 17.0
+VARIANTS = ("hybrid", "default fit", "physics only")
 
 
 def first_solved_seconds(data: TrajectoryDataset) -> float | None:
@@ -49,6 +55,8 @@ def run_loop(seed: int, root: pathlib.Path, variant: str) -> dict[str, object]:
     overrides = {"seed": seed, "eval_episodes": 0}
     if variant == "physics only":
         overrides["residual"] = False
+    elif variant == "default fit":
+        overrides["fit"] = {}
     run_dir = root / f"{variant.replace(' ', '_')}_{seed}"
     start = time.perf_counter()
     for iterations in range(1, MAX_ITERATIONS + 1):
@@ -113,31 +121,42 @@ def main() -> None:
         planning_only(range(int(sys.argv[1])))
         return
     seeds = range(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    variants = sys.argv[2].split(",") if len(sys.argv) > 2 else list(VARIANTS[::2])
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in ("hybrid", "physics only"):
+        for variant in variants:
             for seed in seeds:
                 rows.append(run_loop(seed, pathlib.Path(tmp), variant))
-    planning = [ms_per_action(r.pop("model"), r["seed"]) for r in rows if r["variant"] == "hybrid"]
+    planning = [
+        ms_per_action(r.pop("model"), r["seed"]) for r in rows if r["variant"] != "physics only"
+    ]
     for r in rows:
         r.pop("model", None)
-    rows += [perfect_model(seed) for seed in seeds]
-    print(f"{'variant':14s} {'seed':>4s} {'solved after [s]':>16s} {'real s used':>11s}")
+    if len(sys.argv) <= 2:  # the perfect model's reference with the full set only
+        rows += [perfect_model(seed) for seed in seeds]
+    header = f"{'variant':14s} {'seed':>4s} {'solved after [s]':>16s} {'real s used':>11s}"
+    print(header, f"{'wall s':>7s}")
     for r in rows:
         solved = r["solved_after_s"]
         print(
             f"{r['variant']:14s} {r['seed']:4d} {solved if solved else '-':>16} "
-            f"{r.get('real_s_used', float('nan')):11.2f}"
+            f"{r.get('real_s_used', float('nan')):11.2f} {r.get('wall_s', float('nan')):7.1f}"
         )
-    for variant in ("hybrid", "physics only", "perfect model"):
+    for variant in (*variants, "perfect model"):
         sel = [r for r in rows if r["variant"] == variant]
+        if not sel:
+            continue
         within = sum(1 for r in sel if r["solved_after_s"] and r["solved_after_s"] <= BUDGET_S)
         print(f"{variant}: solved within {BUDGET_S} s in {within} of {len(sel)} seeds")
     print(
         f"planner with the hybrid model: median {statistics.median(planning):.1f} ms per action "
         f"(target 50; per seed {np.round(planning, 1).tolist()})"
     )
-    print("wrote", write("loop_cartpole", {"rows": rows, "ms_per_action": planning}))
+    name = "loop_cartpole" if len(sys.argv) <= 2 else "loop_cartpole_" + "_".join(variants)
+    print("wrote", write(name.replace(" ", "_"), {"rows": rows, "ms_per_action": planning}))
 
 
 if __name__ == "__main__":

@@ -302,3 +302,20 @@ def test_a_learned_env_of_a_gym_task_passes_the_env_checkers(env_id):
     venv.reset()
     _, rewards, _, _ = venv.step(np.zeros((4, task.action_dim), dtype=np.float32))
     assert rewards.shape == (4,) and np.all(np.isfinite(rewards))
+
+
+def test_the_learned_termination_is_a_box_where_one_variable_explains_it():
+    """The cart's episodes end when |position| > 1: the box finds the position's thresholds
+    and leaves the velocity free, so a cart beyond them terminates at any velocity, even ones
+    never recorded."""
+    torch.manual_seed(0)
+    task = GymTask("hybridgym_test/Cart-v0")
+    task.learn(_random_data(task, 4_000, seed=0, episode_steps=50))
+    model = task.termination_model
+    assert bool(model.boxed)
+    low, high = model.box_low.numpy(), model.box_high.numpy()
+    assert np.isinf(low[1]) and np.isinf(high[1])  # velocity: free
+    np.testing.assert_allclose([low[0], high[0]], [-1.0, 1.0], atol=0.05)
+    states = torch.tensor([[1.2, 40.0], [-1.2, -40.0], [0.9, 40.0], [0.0, -40.0]])
+    assert task.terminated(states).tolist() == [True, True, False, False]
+    assert task.terminated(states.numpy()).tolist() == [True, True, False, False]

@@ -14,6 +14,12 @@ from hybridgym.models import (
     fit_reward,
     fit_termination,
 )
+from hybridgym.models.reward_model import (
+    fit_box,
+    load_parts,
+    save_parts,
+    termination_labels,
+)
 
 
 def _data(rng, episodes=20, steps=30, terminate_beyond=None):
@@ -123,3 +129,81 @@ def test_data_without_rewards_is_refused(rng):
     )
     with pytest.raises(ValueError, match="no rewards to learn a reward from"):
         fit_reward(RewardModel(2, 1), plain)
+
+
+# --- the termination box ------------------------------------------------------------------
+def _leaning_pole_data(rng, episodes=60):
+    """States (x, theta): the cart stays within |x| < 0.2 while the pole leans at random; the
+    episode ends when |theta| > 0.2 (reward 1 per step, 0 for the fall)."""
+    made = []
+    for _ in range(episodes):
+        x = [np.array([rng.uniform(-0.2, 0.2), rng.uniform(-0.05, 0.05)])]
+        rewards, ended = [], False
+        for _ in range(40):
+            step = np.array([rng.uniform(-0.02, 0.02), rng.normal(0.0, 0.04)])
+            x.append(np.array([np.clip(x[-1][0] + step[0], -0.2, 0.2), x[-1][1] + step[1]]))
+            ended = abs(x[-1][1]) > 0.2
+            rewards.append(0.0 if ended else 1.0)
+            if ended:
+                break
+        u = np.zeros((len(rewards), 1))
+        made.append(Episode.from_arrays(np.array(x), u, rewards, dt=0.1, terminated=ended))
+    return TrajectoryDataset(made, state_names=("x", "theta"), action_names=("u",), dt=0.1)
+
+
+def test_a_box_explains_terminations_by_one_variable_and_holds_everywhere(rng):
+    """Terminal states recorded only near x = 0 (|x| < 0.2): the thresholds on theta alone
+    explain them, and decide beyond the recorded x too, where a classifier has no data."""
+    data = _leaning_pole_data(rng)
+    states, labels = termination_labels(data)
+    assert labels.sum() >= 10
+    low, high = fit_box(states, labels)
+    assert np.isinf(low[0]) and np.isinf(high[0])  # x is not used
+    below = states[~labels, 1]
+    assert below.max() < high[1] < states[labels, 1][states[labels, 1] > 0].min()
+    assert states[labels, 1][states[labels, 1] < 0].max() < low[1] < below.min()
+    model = TerminationModel(2, (16, 16))
+    report = fit_termination(model, data, RewardFitConfig(iterations=100))
+    assert bool(model.boxed) and report.recall == 1.0 and report.specificity == 1.0
+    far = torch.tensor([[0.9, 0.25], [-0.9, -0.25], [0.9, 0.1], [-0.9, 0.0]])
+    assert model.terminated(far).tolist() == [True, True, False, False]
+    assert model.probability(far[None].expand(3, -1, -1)).shape == (3, 4)
+
+
+def test_no_box_where_no_single_variable_explains_the_terminal_states(rng):
+    """Ending when x + theta > 0.3 (a diagonal boundary): terminal states lie inside the
+    others' ranges of both variables, so the classifier decides; too few terminal states
+    give no box either."""
+    states = rng.uniform(-0.3, 0.3, size=(2_000, 2))
+    labels = states.sum(1) > 0.3
+    assert fit_box(states, labels) is None
+    model = TerminationModel(2, (32, 32))
+    episodes = [
+        Episode.from_arrays(
+            np.stack([np.zeros(2), s]), np.zeros((1, 1)), [0.0], dt=0.1, terminated=bool(flag)
+        )
+        for s, flag in zip(states, labels, strict=True)
+    ]
+    data = TrajectoryDataset(episodes, state_names=("x", "theta"), action_names=("u",), dt=0.1)
+    fit_termination(model, data, RewardFitConfig(iterations=300))
+    assert not bool(model.boxed)
+    few = np.zeros(len(states), dtype=bool)
+    few[np.argsort(states[:, 1])[-4:]] = True  # the 4 largest theta: a box, but too few
+    assert fit_box(states, few) is None
+    assert fit_box(states, few, min_terminals=4) is not None
+
+
+def test_parts_saved_before_the_box_existed_still_load(rng, tmp_path):
+    model = TerminationModel(2, (16, 16))
+    fit_termination(model, _data(rng, episodes=80, terminate_beyond=0.5))
+    save_parts({"termination": model}, tmp_path / "parts.pt")
+    payload = torch.load(tmp_path / "parts.pt", weights_only=True)
+    state = payload["parts"]["termination"]["state_dict"]
+    for key in ("boxed", "box_low", "box_high"):
+        del state[key]
+    torch.save(payload, tmp_path / "old.pt")
+    again = TerminationModel(2, (16, 16))
+    load_parts({"termination": again}, tmp_path / "old.pt")
+    grid = torch.tensor([[0.0, 0.0], [1.2, -1.2]])
+    assert not bool(again.boxed)
+    assert again.terminated(grid).tolist() == [False, True]
