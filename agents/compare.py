@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridgym.agents.loop import LoopConfig
+from hybridgym.agents.loop import LoopConfig, ModelBasedLoop
 from hybridgym.agents.sb3 import ALGOS, make_agent
 from hybridgym.agents.trials import run_trial
 from hybridgym.envs import Task, resolve_task
 from hybridgym.models import __version__
-from hybridgym.models.files import atomic_write_text
+from hybridgym.models.files import DirectoryLock, atomic_write_text
 
 #: the model-based loop, then the model-free SB3 algorithms
 METHODS = ("loop", *sorted(ALGOS))
@@ -269,6 +269,8 @@ class Comparison:
             if "loop" in config.methods
             else {}
         )
+        for loop_config in list(self.loop_configs.values())[:1]:  # --loop-set values, now
+            ModelBasedLoop(self.task, loop_config, self.out, log=None).check_settings()
         for method in config.methods:  # unknown SB3 overrides fail now, not after the loop
             if method != "loop":
                 env = self.task.make_real_env()
@@ -354,11 +356,17 @@ class Comparison:
             backend: ``"local"`` (one trial after the other in this process) or ``"ray"``
                 (every trial a Ray task; :func:`hybridgym.agents.backends.run_pending`).
             address: Ray only: the cluster to connect to (None: as ``ray.init`` does).
+
+        Raises:
+            FileExistsError: another process is running a comparison in ``out``.
         """
         from hybridgym.agents.backends import run_pending
 
-        run_pending(self, backend=backend, address=address)
-        self.write_reports()
+        # one comparison at a time owns OUT; what another wrote before we got it is read again
+        with DirectoryLock(self.out, "output folder"):
+            self.results = self._read_results()
+            run_pending(self, backend=backend, address=address)
+            self.write_reports()
         return self.results
 
     def run_trial(self, method: str, seed: int) -> dict[str, Any]:

@@ -24,11 +24,13 @@ import copy
 import csv
 import dataclasses
 import difflib
+import inspect
 import io
 import json
 import math
 import os
 import pathlib
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +54,7 @@ from hybridgym.models import (
     prediction_errors,
 )
 from hybridgym.models.arrays import unwrap_angles, usable_device
-from hybridgym.models.files import atomic_write_text
+from hybridgym.models.files import DirectoryLock, atomic_write_text
 from hybridgym.models.hybrid import METHODS
 from hybridgym.models.residual import ACTIVATIONS
 from hybridgym.models.reward_model import RewardFitConfig, load_parts, save_parts
@@ -172,8 +174,10 @@ class LoopConfig:
         for steps in self.collect_schedule:
             _check_int("every collect_schedule entry", steps, 1)
         _check_int("initial_steps", self.initial_steps, 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("eval_seed", self.eval_seed, 0)
+        for name in ("seed", "eval_seed"):
+            _check_int(name, getattr(self, name), 0)
+            if getattr(self, name) >= SEED_LIMIT:  # member k's torch seed is seed * 1000 + k
+                raise ValueError(f"{name} must be below 2**32, got {getattr(self, name)!r}")
         if self.refit_every is not None and self.agent != "mpc":
             raise ValueError(
                 f"refit_every works with the mpc agent only (a trained agent would need "
@@ -300,6 +304,10 @@ class LoopConfig:
                 total += self.steps_per_iteration
         return total
 
+
+#: seeds are below this (numpy's and torch's generators take them; member k of an ensemble
+#: seeds torch with seed * 1000 + k)
+SEED_LIMIT = 2**32
 
 #: the refit of every built-in task: a few short episodes, so no validation split (the loop
 #: measures the model on new data instead), Adam then a short L-BFGS polish, the residual-size
@@ -471,56 +479,6 @@ def _is_real(value: Any) -> bool:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-# --- files -------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class RunLock:
-    """``RUN/lock`` holding the pid of the process using the run directory.
-
-    A lock left by a process that no longer exists (a crash) is taken over; one held by a live
-    process is refused with an error naming the pid.
-    """
-
-    def __init__(self, run_dir: pathlib.Path) -> None:
-        self.path = run_dir / "lock"
-        self.held = False
-
-    def acquire(self) -> None:
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or -1)
-                except (OSError, ValueError):
-                    pid = -1
-                if pid > 0 and pid != os.getpid() and _pid_alive(pid):
-                    raise FileExistsError(
-                        f"run directory {self.path.parent} is in use by process {pid}; wait for "
-                        f"it, stop it, or use another run directory"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            self.held = True
-            return
-        raise FileExistsError(f"could not take the lock {self.path}; another process races us")
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -844,14 +802,63 @@ class ModelBasedLoop:
     # --- the run -------------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
         """Run (or resume) until ``config.iterations`` rounds are complete."""
+        self.check_settings()  # before the run directory is touched
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(self.run_dir)
-        lock.acquire()
-        try:
+        with DirectoryLock(self.run_dir, "run directory"):
             self._check_or_write_config()
             return self._run()
-        finally:
-            lock.release()
+
+    def check_settings(self) -> None:
+        """Build what the run builds from its settings alone, writing and collecting nothing:
+        the model (masks, sizes, the prior), the agent with ``agent_kwargs`` (a planner's or SB3
+        algorithm's keywords, their values) and the fit's config; so a wrong setting fails
+        before the first real step, with the run directory as it was. ``run`` calls it first;
+        torch's global random state is left as it was.
+
+        Raises:
+            TypeError, ValueError: a setting the model, the agent or the fit refuses.
+        """
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            model = self._new_model()
+            self._fit_config(1)
+            try:
+                if cfg.agent in ("mpc", "differentiable"):
+                    self._new_agent(model)
+                else:
+                    from hybridgym.agents.sb3 import make_agent
+
+                    env = LearnedVecEnv(model, self.task, 1, start="task", device=self.device)
+                    make_agent(
+                        cfg.agent,
+                        env,
+                        task=self.task,
+                        seed=cfg.seed,
+                        device=str(self.device),
+                        tensorboard_log=None,
+                        **cfg.agent_kwargs,
+                    )
+            except (TypeError, ValueError) as error:
+                raise type(error)(
+                    f"agent_kwargs ({cfg.agent}): {error}{self._keyword_hint(str(error))}"
+                ) from None
+
+    def _keyword_hint(self, message: str) -> str:
+        """'; did you mean ...?' for an unexpected keyword close to one the agent takes."""
+        match = re.search(r"unexpected keyword argument '(\w+)'", message)
+        if match is None:
+            return ""
+        agent = self.config.agent
+        if agent == "mpc":
+            known = list(inspect.signature(MPCAgent.__init__).parameters)
+        elif agent == "differentiable":
+            known = [f.name for f in dataclasses.fields(PolicyTrainingConfig)]
+        else:
+            from hybridgym.agents.sb3 import ALGOS
+
+            known = list(inspect.signature(ALGOS[agent].__init__).parameters)
+        hint = difflib.get_close_matches(match.group(1), known, n=1)
+        return f"; did you mean {hint[0]!r}?" if hint else ""
 
     def _run(self) -> list[dict[str, Any]]:
         cfg, task = self.config, self.task

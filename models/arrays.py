@@ -45,6 +45,11 @@ def usable_device(name: str, what: str = "device", instead: str = "cpu") -> torc
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"{what} {name!r} is not a torch device; use cpu or cuda") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"{what} {name!r}: hybridgym computes on cpu, cuda or mps, not on {device.type}; "
+            f"use {instead}"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"{what} {name}: torch sees no CUDA device here (torch.cuda.is_available() is "

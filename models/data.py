@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hybridgym.models.arrays import unwrap_angles
-from hybridgym.models.files import atomic_write_bytes
+from hybridgym.models.files import LOCK_NAME, DirectoryLock, atomic_write_bytes
 
 FORMAT = "hybridgym.TrajectoryDataset"
 VERSION = 1
@@ -779,12 +779,13 @@ class TrajectoryDataset:
             new = self._make_episode(episode, actions, rewards, times, label, terminated)
         if self._directory is not None:
             path = _episode_path(self._directory, index)
-            if path.exists():
-                raise FileExistsError(
-                    f"{path} already exists: another writer appended to {self._directory}; "
-                    "load the dataset again before appending"
-                )
-            atomic_write_bytes(path, _episode_bytes(new))
+            with DirectoryLock(self._directory, "dataset store"):
+                if path.exists():
+                    raise FileExistsError(
+                        f"{path} already exists: another writer appended to {self._directory}; "
+                        "load the dataset again before appending"
+                    )
+                atomic_write_bytes(path, _episode_bytes(new))
         self._episodes = (*self._episodes, new)
         return new
 
@@ -799,6 +800,12 @@ class TrajectoryDataset:
             FileExistsError: the directory holds a different dataset, or other files.
         """
         directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise FileExistsError(f"{directory} exists and is not a directory")
+        with DirectoryLock(directory, "dataset store"):  # one writer at a time
+            self._save(directory)
+
+    def _save(self, directory: Path) -> None:
         existing = _existing_store(directory)
         if existing is None:
             directory.mkdir(parents=True, exist_ok=True)
@@ -1328,7 +1335,7 @@ def _existing_store(directory: Path) -> TrajectoryDataset | None:
         raise FileExistsError(f"{directory} exists and is not a directory")
     if (directory / "dataset.json").exists():
         return TrajectoryDataset.load(directory)
-    if any(directory.iterdir()):
+    if any(path.name != LOCK_NAME for path in directory.iterdir()):
         raise FileExistsError(
             f"{directory} is not empty and holds no dataset.json; save to a new or empty directory"
         )

@@ -280,24 +280,92 @@ def test_same_seed_and_config_give_bitwise_equal_runs_on_cpu(twin_runs):
 
 # --- concurrency -------------------------------------------------------------------------------
 def test_a_live_lock_names_its_pid_and_a_stale_lock_is_taken_over(tmp_path):
+    """A process holding the run directory's OS lock refuses a second loop by its pid (nothing
+    written); a lock file left by a process that has exited, or naming a live process that
+    holds no lock (a reused pid), blocks nothing."""
     run = tmp_path / "run"
-    run.mkdir()
+    hold = (
+        "import sys, time\nfrom hybridgym.models.files import DirectoryLock\n"
+        "DirectoryLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FileExistsError, match=rf"{run} is in use by process {holder.pid}\b"):
+            ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()  # as a crash: the lock file stays, the kernel frees the lock
+        holder.wait()
+        holder.stdout.close()
+    assert (run / ".lock").read_text().strip() == str(holder.pid)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        (run / "lock").write_text(f"{sleeper.pid}\n")
-        with pytest.raises(FileExistsError, match=rf"{run} is in use by process {sleeper.pid}\b"):
-            ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
-        assert sorted(p.name for p in run.iterdir()) == ["lock"]  # nothing written
+        (run / ".lock").write_text(f"{sleeper.pid}\n")  # a live pid that holds nothing
+        history = ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
     finally:
         sleeper.kill()
         sleeper.wait()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()  # reaped: its pid names no process
-    (run / "lock").write_text(f"{dead.pid}\n")
-    history = ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
     assert [row["real_steps"] for row in history] == [50]
     assert json.loads((run / "state.json").read_text())["finished"] is True
-    assert not (run / "lock").exists()
+    assert not (run / ".lock").exists()
+
+
+# --- settings are checked before the first real step --------------------------------------------
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"agent_kwargs": {"horizonn": 20}}, "did you mean 'horizon'"),
+        ({"agent_kwargs": {"horizon": 0}}, "horizon must be a positive int, got 0"),
+        ({"residual_mask": (5,)}, r"residual_mask must be state indices in \[0, 2\)"),
+        ({"seed": 99999999999999999999}, r"seed must be below 2\*\*32"),
+        ({"device": "meta"}, "computes on cpu, cuda or mps, not on meta"),
+        ({"agent": "sac", "agent_kwargs": {"learning_ratte": 0.1}}, "Did you mean 'learning_rate'"),
+    ],
+)
+def test_a_bad_setting_fails_before_anything_is_written_and_the_fixed_run_works(
+    tmp_path, changes, message
+):
+    """Typos and impossible values in the model's, the agent's or the run's settings fail
+    before the run directory is created (no config.json, no real episode, no model), so the
+    command with the value fixed runs on the same directory."""
+    run = tmp_path / "run"
+    with pytest.raises((TypeError, ValueError), match=message):
+        ModelBasedLoop("pendulum", tiny(iterations=1, **changes), run, log=None).run()
+    assert not run.exists()
+    history = ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+    assert [row["real_steps"] for row in history] == [50]
+
+
+def test_bad_loop_and_compare_settings_on_the_command_line_write_nothing(tmp_path):
+    exe = [sys.executable, "-m", "hybridgym.scripts.main"]
+    run, out = tmp_path / "run", tmp_path / "out"
+    loop = ["loop", "pendulum", "--run-dir", str(run), "--set"]
+    compare = ["compare", "--task", "pendulum", "--budget", "50", "--seeds", "1"]
+    cases = [
+        ([*loop, "agent_kwargs.horizonn=20"], run, "did you mean 'horizon'?"),
+        ([*loop, 'device="meta"'], run, "not on meta; use cpu"),
+        (
+            [
+                *compare,
+                "--out",
+                str(out),
+                "--methods",
+                "loop",
+                "--loop-set",
+                "agent_kwargs.sampels=1",
+            ],
+            out,
+            "did you mean 'samples'?",
+        ),
+    ]
+    for args, folder, message in cases:
+        done = subprocess.run(exe + args, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr, done.stderr
+        assert not folder.exists()
 
 
 # --- disk problems -----------------------------------------------------------------------------
@@ -367,7 +435,7 @@ def test_a_failed_write_names_the_file_and_keeps_the_earlier_run(problem, tmp_pa
             _make_writable(run)
     assert _fingerprint(run) == before, "the earlier iteration's files are untouched"
     assert not [p for p in run.rglob(".*.tmp")], "no temporary files left"
-    assert not (run / "lock").exists()
+    assert not (run / ".lock").exists()
     assert json.loads((run / "state.json").read_text())["completed_iterations"] == 1
     assert TrajectoryDataset.load(run / "data").num_steps == 50
     HybridODE.load(run / "models" / "model_001.pt")

@@ -153,7 +153,7 @@ def test_each_ray_trial_writes_its_own_run_directory(grids):
         assert json.loads((run_dir / "config.json").read_text())["loop"]["seed"] == int(seed)
         # the workers' loops are the local ones, iteration for iteration
         assert metrics(run_dir) == metrics(local / "loop" / f"seed_{seed}")
-        assert not (run_dir / "lock").exists()
+        assert not (run_dir / ".lock").exists()
     # model-free trials write nothing: the folder holds the loop's runs and the reports
     assert sorted(p.name for p in ray.iterdir()) == sorted(p.name for p in local.iterdir())
     assert sorted(p.name for p in (ray / "loop").iterdir()) == ["seed_0", "seed_1"]

@@ -140,7 +140,7 @@ def test_run_directory_layout_and_rows(tmp_path):
     assert (run / "plots" / "return_vs_real_steps.png").stat().st_size > 1000
     assert (run / "plots" / "model_error.png").stat().st_size > 1000
     assert any((run / "tensorboard").iterdir())
-    assert not (run / "lock").exists()
+    assert not (run / ".lock").exists()
     state = json.loads((run / "state.json").read_text())
     assert state["completed_iterations"] == 2 and state["finished"] is True
     data = TrajectoryDataset.load(run / "data")
@@ -174,15 +174,22 @@ def test_another_config_or_a_live_lock_is_refused(tmp_path):
     ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
     with pytest.raises(ValueError, match=r"loop\.seed: 0 there, 5 now"):
         ModelBasedLoop("pendulum", tiny(iterations=1, seed=5), run, log=None).run()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    hold = (
+        "import sys, time\nfrom hybridgym.models.files import DirectoryLock\n"
+        "DirectoryLock(sys.argv[1]).acquire()\nprint('held', flush=True)\ntime.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        (run / "lock").write_text(f"{sleeper.pid}\n")
-        with pytest.raises(FileExistsError, match=f"in use by process {sleeper.pid}"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FileExistsError, match=f"in use by process {holder.pid}"):
             ModelBasedLoop("pendulum", tiny(iterations=2), run, log=None).run()
         assert TrajectoryDataset.load(run / "data").num_steps == 50  # nothing touched
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
     # the lock of a process that is gone is taken over; more iterations extend the run
     history = ModelBasedLoop("pendulum", tiny(iterations=2), run, log=None).run()
     assert [row["real_steps"] for row in history] == [50, 100]
@@ -286,7 +293,7 @@ def test_resume_after_sigkill_in_fit_training_and_collection(tmp_path):
     rows = metrics(run)
     assert [int(r["real_steps"]) for r in rows] == [100, 500]
     assert json.loads((run / "state.json").read_text())["finished"] is True
-    assert not (run / "lock").exists()
+    assert not (run / ".lock").exists()
 
 
 @pytest.mark.slow
