@@ -55,6 +55,7 @@ from hybridgym.models import (
 )
 from hybridgym.models.arrays import unwrap_angles, usable_device
 from hybridgym.models.files import DirectoryLock, atomic_write_text
+from hybridgym.models.fit import NON_FINITE_LIMIT
 from hybridgym.models.hybrid import METHODS
 from hybridgym.models.residual import ACTIVATIONS
 from hybridgym.models.reward_model import RewardFitConfig, load_parts, save_parts
@@ -1003,15 +1004,22 @@ class ModelBasedLoop:
         )
 
     def _fit_or_keep(self, data: TrajectoryDataset, config: FitConfig, what: str) -> FitReport:
-        """Refit the model; a fit that fails numerically (weights or final loss not finite, or
-        the loss ending above ``DIVERGED_FACTOR`` times where it started) is undone and tried
-        once more with a tenth of the learning rate and half the steps; if that fails too, the
-        previous model is kept. Each failure is logged; the loop goes on either way."""
+        """Refit the model, keeping the refit only if it holds up against the model it replaces.
+
+        A refit is refused when any member's weights, physical constants or predictions are
+        not finite, its final loss is not finite or ended above ``DIVERGED_FACTOR`` times where
+        it started, or any member predicts the data (1-step and ``error_horizon``-step windows
+        from every recorded state, in units of the states' spread) more than
+        ``WORSE_FACTOR`` times worse than the same member did before the refit. A refused
+        refit is undone and tried once more with a tenth of the learning rate and half the
+        steps; if that fails too, the previous model is kept. Each failure is a warning on
+        stderr and a line in the log; the loop goes on either way."""
         before = copy.deepcopy(self.model.state_dict())
+        reference = self._member_errors(data)
         retry = config.cautious()
         for attempt, cfg in enumerate((config, retry)):
             report = fit(self.model, data, cfg)
-            problem = _fit_problem(self.model, report)
+            problem = _fit_problem(self.model, report) or self._worse_than(data, reference)
             if problem is None:
                 return report
             self.model.load_state_dict(before)
@@ -1025,6 +1033,48 @@ class ModelBasedLoop:
                 f"[hybridgym loop] warning: {what}: fit failed ({problem}); {then}", file=sys.stderr
             )
         return report
+
+    def _member_errors(self, data: TrajectoryDataset) -> list[dict[int, float]]:
+        """Per member: horizon -> the k-step prediction RMSE on ``data``, averaged over the
+        state variables in units of each one's spread (inf where a prediction is not
+        finite)."""
+        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        scale = np.maximum(data.states().std(0), 1e-9)
+        horizons = sorted({1, self.config.error_horizon})
+        out = []
+        with torch.no_grad():
+            for member in members:
+                errors = prediction_errors(member, data, horizons)
+                row = {}
+                for h, by_name in errors.items():
+                    value = float(np.mean(np.asarray(list(by_name.values())) / scale))
+                    row[h] = value if math.isfinite(value) else math.inf
+                out.append(row)
+        return out
+
+    def _worse_than(
+        self, data: TrajectoryDataset, reference: list[dict[int, float]]
+    ) -> str | None:
+        """Why the refitted members predict ``data`` unacceptably worse than ``reference``
+        (the same members before the refit), or None."""
+        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        for k, member in enumerate(members):
+            prior = getattr(member, "prior", None)
+            if prior is not None and hasattr(prior, "constants"):
+                with torch.no_grad():
+                    bad = [n for n, v in prior.constants().items() if not torch.isfinite(v).all()]
+                if bad:
+                    return f"member {k}: constants {bad} not finite"
+        for k, (now, then) in enumerate(zip(self._member_errors(data), reference, strict=True)):
+            for h, error in now.items():
+                if not math.isfinite(error):
+                    return f"member {k}: {h}-step predictions not finite"
+                if math.isfinite(then[h]) and error > WORSE_FACTOR * then[h] and error > 1e-6:
+                    return (
+                        f"member {k}: {h}-step error {error:.3g} against {then[h]:.3g} before "
+                        "the refit"
+                    )
+        return None
 
     def _train_agent(self, updates: int) -> None:
         cfg = self.config
@@ -1096,6 +1146,10 @@ class _RefitWhileActing:
 
 #: a refit whose final loss exceeds its first by this factor counts as diverged
 DIVERGED_FACTOR = 10.0
+#: a refit that predicts the data (any member, 1- or error_horizon-step windows) more than this
+#: factor worse than the model it replaces is refused (a refit on more data is normally better
+#: on all of it; the lr-3 refit of issue 15 was 350x worse)
+WORSE_FACTOR = 2.0
 
 
 def _fit_problem(model: torch.nn.Module, report: FitReport) -> str | None:
@@ -1103,6 +1157,8 @@ def _fit_problem(model: torch.nn.Module, report: FitReport) -> str | None:
     params = list(model.parameters())
     if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
         return "non-finite weights"  # (one read of the device for all the weights)
+    if (report.stop_reason or "").startswith(f"{NON_FINITE_LIMIT} non-finite losses"):
+        return f"the fit gave up after {NON_FINITE_LIMIT} non-finite losses"
     if not report.history:
         return None
     last = report.history[-1]

@@ -16,7 +16,7 @@ import torch
 
 from hybridgym.agents import LOOP_DEFAULTS, LoopConfig, ModelBasedLoop
 from hybridgym.agents.loop import TIMING_COLUMNS
-from hybridgym.models import TrajectoryDataset
+from hybridgym.models import Ensemble, HybridODE, TrajectoryDataset
 
 # a loop small enough for a unit test: 2 iterations of 50 + 50 real pendulum steps, the
 # task's default fit, a few policy updates
@@ -400,3 +400,72 @@ def test_random_sigkills_lose_and_duplicate_nothing(tmp_path):
     assert len(data) == len(expected) == len(files) == 25
     assert [int(r["real_steps"]) for r in metrics(run)] == [100, 500]
     assert json.loads((run / "state.json").read_text())["finished"] is True
+
+
+# --- the divergence guard against issue 15's cases ------------------------------------------------
+def _constants(path):
+    return HybridODE.load(path).prior.constants()
+
+
+def test_a_huge_learning_rate_keeps_the_first_model_finite(tmp_path, capsys):
+    """lr 1e6 drove the pendulum's constants to inf through their log parameters while every
+    stored weight stayed finite: the refit and its retry (lr 1e5) are refused, the untrained
+    model stays (finite, its constants where they started) and a warning says so."""
+    run = tmp_path / "run"
+    config = tiny(iterations=1, fit={**tiny().fit, "learning_rate": 1e6})
+    ModelBasedLoop("pendulum", config, run, log=None).run()
+    err = capsys.readouterr().err
+    assert "fit failed" in err and "keeping the previous model" in err
+    fresh = ModelBasedLoop("pendulum", config, tmp_path / "unused", log=None)._new_model()
+    kept = _constants(run / "models" / "model_001.pt")
+    for name, value in fresh.prior.constants().items():
+        assert torch.isfinite(kept[name]) and torch.equal(kept[name], value.detach())
+
+
+def test_a_worse_refit_of_a_good_model_is_refused_for_every_horizon(tmp_path, capsys):
+    """After a good first fit, refits at lr 3 and lr 30 (and their retries at 0.3 and 3) may
+    stay finite yet predict far worse: each is compared with the model it replaces on the same
+    data (1- and 10-step windows) and refused, so the good model is kept."""
+    run = tmp_path / "run"
+    ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+    good = _constants(run / "models" / "model_001.pt")
+    for rate in (3.0, 30.0):
+        config = tiny(iterations=2, fit={**tiny().fit, "learning_rate": rate})
+        loop = ModelBasedLoop("pendulum", config, tmp_path / f"bad{rate}", log=None)
+        loop.data = TrajectoryDataset.load(run / "data").subset(range(2))
+        loop.model = HybridODE.load(run / "models" / "model_001.pt")
+        reference = loop._member_errors(loop.data)
+        loop._fit_or_keep(loop.data, loop._fit_config(2), f"lr {rate}")
+        assert loop._member_errors(loop.data) == reference  # the good model, untouched
+        kept = loop.model.prior.constants()
+        assert all(torch.equal(kept[n], good[n]) for n in good)
+    err = capsys.readouterr().err
+    assert err.count("keeping the previous model") == 2, err
+
+
+def test_the_guard_checks_every_member_of_an_ensemble(tmp_path, monkeypatch, capsys):
+    """A refit that wrecks member 2 of 3 alone (finite weights, far worse predictions) is
+    refused by name; every member stays as it was."""
+    import hybridgym.agents.loop as loop_module
+
+    real_fit = loop_module.fit
+
+    def wreck_member_2(model, data, config):
+        report = real_fit(model, data, config)
+        if isinstance(model, Ensemble):
+            with torch.no_grad():
+                for p in model.members[2].residual.parameters():
+                    p.mul_(50.0)
+        return report
+
+    run = tmp_path / "run"
+    ModelBasedLoop("pendulum", tiny(iterations=1, ensemble=3), run, log=None).run()
+    monkeypatch.setattr(loop_module, "fit", wreck_member_2)
+    said = []
+    loop = ModelBasedLoop("pendulum", tiny(iterations=2, ensemble=3), run, log=said.append)
+    loop.run()
+    assert any("member 2:" in line and "keeping the previous model" in line for line in said)
+    first = torch.load(run / "models" / "model_001.pt", weights_only=True)
+    second = torch.load(run / "models" / "model_002.pt", weights_only=True)
+    for a, b in zip(first["members"], second["members"], strict=True):
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
