@@ -41,7 +41,7 @@ from hybridgym.agents.sb3 import ALGOS, make_agent
 from hybridgym.agents.trials import run_trial
 from hybridgym.envs import Task, resolve_task
 from hybridgym.models import __version__
-from hybridgym.models.files import DirectoryLock, atomic_write_text
+from hybridgym.models.files import DirectoryLock, atomic_write_text, read_json_object
 
 #: the model-based loop, then the model-free SB3 algorithms
 METHODS = ("loop", *sorted(ALGOS))
@@ -301,9 +301,9 @@ class Comparison:
         if not self.path.exists():
             return fresh
         try:
-            stored = json.loads(self.path.read_text())
+            stored = read_json_object(self.path)
             version, config = stored["version"], stored["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
+        except (KeyError, TypeError) as err:
             raise ValueError(f"{self.path} is not a hybridgym comparison ({err})") from None
         if version != RESULTS_VERSION:
             raise ValueError(f"{self.path} has version {version}, expected {RESULTS_VERSION}")

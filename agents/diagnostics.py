@@ -22,7 +22,7 @@ import torch
 
 from hybridgym.envs import Task, get_task
 from hybridgym.models import Ensemble, HybridODE, TrajectoryDataset, prediction_errors
-from hybridgym.models.files import atomic_write_text
+from hybridgym.models.files import atomic_write_text, read_json_object
 
 #: seed of the first held-out episode: far from the loop's collection seeds (seed * 1_000_003
 #: + 1_009 * episode) and evaluation seeds (1_000_000 + episode)
@@ -73,7 +73,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoopRun:
             f"{run_dir} is not a loop run directory (no config.json); make one with "
             "`hybridgym loop TASK --run-dir DIR`"
         )
-    description = json.loads(config_path.read_text())
+    description = read_json_object(config_path)
     task = get_task(description["task"], **description.get("task_kwargs", {}))
     models = {}
     for path in (run_dir / "models").glob("model_*.pt"):

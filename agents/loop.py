@@ -54,7 +54,7 @@ from hybridgym.models import (
     prediction_errors,
 )
 from hybridgym.models.arrays import unwrap_angles, usable_device
-from hybridgym.models.files import DirectoryLock, atomic_write_text
+from hybridgym.models.files import DirectoryLock, atomic_write_text, read_json_object
 from hybridgym.models.fit import NON_FINITE_LIMIT
 from hybridgym.models.hybrid import METHODS
 from hybridgym.models.residual import ACTIVATIONS
@@ -543,7 +543,7 @@ class ModelBasedLoop:
         path = pathlib.Path(run_dir) / "config.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: {run_dir} holds no loop run")
-        stored = json.loads(path.read_text())
+        stored = read_json_object(path)
         if "env" in stored:
             task: Task = GymTask.from_record(stored["env"])
         else:
@@ -573,7 +573,7 @@ class ModelBasedLoop:
         wanted = json.loads(json.dumps(self._description()))
         path = self.path("config.json")
         if path.exists():
-            stored = json.loads(path.read_text())
+            stored = read_json_object(path)
             diffs = [
                 d
                 for d in _differences(stored, wanted)
@@ -592,7 +592,7 @@ class ModelBasedLoop:
         path = self.path("state.json")
         if not path.exists():
             return {"completed_iterations": 0}
-        state = json.loads(path.read_text())
+        state = read_json_object(path)
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"{path} has version {state.get('version')}, expected 1")
         return state
@@ -1052,9 +1052,7 @@ class ModelBasedLoop:
                 out.append(row)
         return out
 
-    def _worse_than(
-        self, data: TrajectoryDataset, reference: list[dict[int, float]]
-    ) -> str | None:
+    def _worse_than(self, data: TrajectoryDataset, reference: list[dict[int, float]]) -> str | None:
         """Why the refitted members predict ``data`` unacceptably worse than ``reference``
         (the same members before the refit), or None."""
         members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]

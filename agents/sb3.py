@@ -279,15 +279,19 @@ def make_agent(
     if tensorboard_log is not None:
         _require_tensorboard()
         tensorboard_log = os.fspath(tensorboard_log)
-    return cls(
-        policy,
-        env,
-        seed=seed,
-        tensorboard_log=tensorboard_log,
-        device=device,
-        verbose=verbose,
-        **kwargs,
-    )
+    try:
+        return cls(
+            policy,
+            env,
+            seed=seed,
+            tensorboard_log=tensorboard_log,
+            device=device,
+            verbose=verbose,
+            **kwargs,
+        )
+    except AssertionError as error:  # SB3 checks some values with assert
+        given = {k: overrides[k] for k in overrides if k != "policy"}
+        raise ValueError(f"{name.upper()} refused its settings {given}: {error}") from None
 
 
 def load_agent(

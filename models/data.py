@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hybridgym.models.arrays import unwrap_angles
-from hybridgym.models.files import LOCK_NAME, DirectoryLock, atomic_write_bytes
+from hybridgym.models.files import LOCK_NAME, DirectoryLock, atomic_write_bytes, read_json_object
 
 FORMAT = "hybridgym.TrajectoryDataset"
 VERSION = 1
@@ -265,6 +265,10 @@ def _check_names(names: Any, field: str) -> tuple[str, ...]:
             raise TypeError(f"{field} must hold strings, got {type(name).__name__} {name!r}")
         if not name.strip():
             raise ValueError(f"{field} must be non-empty strings, got {names!r}")
+        if not name.isprintable():  # line breaks, tabs, control characters
+            raise ValueError(
+                f"{field} must be printable on one line (they are CSV headers), got {name!r}"
+            )
         if name != name.strip():  # a CSV header is read with its cells stripped
             raise ValueError(
                 f"{field} must not start or end with whitespace (CSV headers are read "
@@ -854,7 +858,7 @@ class TrajectoryDataset:
                 f"{meta_path} does not exist; {directory} is not a saved TrajectoryDataset "
                 "(write one with TrajectoryDataset.save)"
             )
-        dataset = _dataset_from_meta(_read_json(meta_path), meta_path)
+        dataset = _dataset_from_meta(read_json_object(meta_path), meta_path)
         episodes = []
         for index, path in enumerate(_episode_files(directory / "episodes")):
             episodes.append(_read_episode(dataset, path, index))
@@ -1296,16 +1300,6 @@ def _obs_to_state(task: TaskLike, obs: Any) -> np.ndarray:
 
 
 # --- helpers of the store ------------------------------------------------------------------------
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not readable JSON: {error}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(meta).__name__}")
-    return meta
-
-
 def _dataset_from_meta(meta: dict[str, Any], path: Path) -> TrajectoryDataset:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
@@ -1421,7 +1415,7 @@ def _minari_spec(dataset: Any) -> dict[str, Any]:
 def _read_csv(path: Path) -> tuple[dict[str, Any] | None, list[str], list[tuple[int, list[str]]]]:
     """(metadata of a to_csv file or None, header, [(line number, cells)] of non-blank rows)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets start UTF-8 with a BOM
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not UTF-8 text: {error}") from None
     lines = text.splitlines()

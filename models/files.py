@@ -170,3 +170,21 @@ def _read_pid(fd: int) -> int | None:
         return int(text) if text else None
     except (OSError, ValueError):
         return None
+
+
+def read_json_object(path: str | os.PathLike[str]) -> dict:
+    """The JSON object in ``path``; a ``ValueError`` naming the file when it is empty, not
+    JSON, not UTF-8 or not an object (``FileNotFoundError`` when it is missing)."""
+    import json
+
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        what = "is empty" if path.is_file() and path.stat().st_size == 0 else "is not readable JSON"
+        raise ValueError(f"{path} {what} ({error}); restore it or start a new folder") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value

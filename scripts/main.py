@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, TypeError, OSError) as err:  # OSError: files, folders, full disks
         if os.environ.get("HYBRIDGYM_DEBUG"):
             raise
         print(f"hybridgym {args.command}: error: {err}", file=sys.stderr)

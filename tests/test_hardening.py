@@ -368,6 +368,55 @@ def test_bad_loop_and_compare_settings_on_the_command_line_write_nothing(tmp_pat
         assert not folder.exists()
 
 
+# --- one-line errors (issue 15, items 4 and 6) ----------------------------------------------------
+COMPARE = ["compare", "--task", "pendulum", "--budget", "50", "--seeds", "1"]
+
+
+def test_a_folder_under_a_file_or_an_empty_record_is_one_line_naming_it(tmp_path):
+    exe = [sys.executable, "-m", "hybridgym.scripts.main"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder\n")
+    commands = [
+        ["collect", "--task", "pendulum", "--episodes", "1", "--out", str(blocker / "data")],
+        ["loop", "pendulum", "--iterations", "1", "--run-dir", str(blocker / "run")],
+        [*COMPARE, "--methods", "loop", "--out", str(blocker / "out")],
+    ]
+    for args in commands:
+        done = subprocess.run(exe + args, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(blocker) in lines[0], done.stderr
+    run = tmp_path / "run"
+    ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+    for name in ("state.json", "config.json"):
+        kept = (run / name).read_text()
+        (run / name).write_text("")
+        done = subprocess.run(
+            [*exe, "loop", "--run-dir", str(run)], capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"{run / name} is empty" in lines[0], done.stderr
+        (run / name).write_text(kept)
+
+
+def test_sb3_settings_it_asserts_on_are_a_value_error_naming_them():
+    with pytest.raises(ValueError, match=r"SAC refused its settings \{'learning_rate': 'fast'\}"):
+        make_agent("sac", "pendulum", learning_rate="fast")
+
+
+def test_a_csv_with_a_bom_reads_and_a_name_with_a_line_break_is_refused(tmp_path):
+    (tmp_path / "plant.csv").write_bytes(
+        "\ufeffepisode,t,x,u,reward\n0,0.0,1.0,0.5,1.0\n0,0.1,1.1,,\n".encode()
+    )
+    data = TrajectoryDataset.from_csv(
+        tmp_path / "plant.csv", state_columns=["x"], action_columns=["u"]
+    )
+    assert data.state_names == ("x",) and data.num_steps == 1
+    with pytest.raises(ValueError, match="printable on one line"):
+        TrajectoryDataset(state_names=["x\ny"], action_names=["u"], dt=0.1)
+
+
 # --- disk problems -----------------------------------------------------------------------------
 def _fingerprint(run):
     return {
