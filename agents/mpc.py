@@ -7,6 +7,7 @@ shifting the previous one.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -17,6 +18,11 @@ from hybridgym.envs import Task, get_task, load_model
 from hybridgym.models import Ensemble
 
 METHODS = ("cem", "mppi")
+
+
+#: the most model steps (horizon x samples x iterations) one decision may take: about 10^9 is
+#: minutes to hours per action on a CPU, never a setting anyone wants
+MAX_DECISION_STEPS = 10**9
 
 
 class MPCAgent:
@@ -93,8 +99,17 @@ class MPCAgent:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if elites > samples:
             raise ValueError(f"elites ({elites}) must not exceed samples ({samples})")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if horizon * samples * iterations > MAX_DECISION_STEPS:
+            raise ValueError(
+                f"horizon x samples x iterations = {horizon * samples * iterations:,} model steps "
+                f"per decision is more than {MAX_DECISION_STEPS:,} (hours per action); lower one "
+                "of them"
+            )
+        for name, value in (("temperature", temperature), ("init_std", init_std)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{name} must be a number, got {value!r}")
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if isinstance(exploration, bool) or not (

@@ -28,6 +28,11 @@ def _save(fig: plt.Figure, path: str | pathlib.Path) -> pathlib.Path:
         fig.tight_layout()
         fig.savefig(tmp, dpi=110)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk names no file by itself
+        reason = err.strerror or str(err)
+        raise type(err)(
+            err.errno, f"cannot write {path}: {reason} (the file was left as it was)"
+        ) from err
     finally:
         plt.close(fig)
         tmp.unlink(missing_ok=True)

@@ -323,6 +323,12 @@ def load_agent(
             f"{path} holds weights that are not plain tensors (unpickling them could run code; "
             f"nothing was run): {first_line}"
         ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, KeyError) as err:  # a damaged entry
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"{path} is not a whole {algo} agent (damaged or truncated: {first_line}); save it "
+            "again or train a new one"
+        ) from None
 
 
 def save_agent(agent: BaseAlgorithm, path: str | os.PathLike[str]) -> pathlib.Path:

@@ -62,6 +62,10 @@ class _HeldAction(nn.Module):
         return self.model.vector_field(x, self.u)
 
 
+#: fixed steps per control interval at most (10^8 ran until killed in issue 15's trial)
+MAX_SUBSTEPS = 10_000
+
+
 class HybridODE(nn.Module):
     """Known physics plus a learned residual, as a controlled ODE.
 
@@ -111,6 +115,11 @@ class HybridODE(nn.Module):
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
             raise ValueError(f"substeps must be a positive int, got {substeps!r}")
+        if substeps > MAX_SUBSTEPS:
+            raise ValueError(
+                f"substeps must be at most {MAX_SUBSTEPS:,} per control interval, got "
+                f"{substeps:,}; a stiff system wants an adaptive method (dopri5) instead"
+            )
         if sensitivity not in SENSITIVITIES:
             raise ValueError(f"sensitivity must be one of {SENSITIVITIES}, got {sensitivity!r}")
         dims = {

@@ -28,6 +28,7 @@ from hybridgym.agents import (
     DifferentiablePolicyAgent,
     LoopConfig,
     ModelBasedLoop,
+    MPCAgent,
     PolicyTrainingConfig,
     load_agent,
     load_controller,
@@ -415,6 +416,66 @@ def test_a_csv_with_a_bom_reads_and_a_name_with_a_line_break_is_refused(tmp_path
     assert data.state_names == ("x",) and data.num_steps == 1
     with pytest.raises(ValueError, match="printable on one line"):
         TrajectoryDataset(state_names=["x\ny"], action_names=["u"], dt=0.1)
+
+
+def test_an_sb3_zip_with_a_truncated_policy_is_a_value_error_naming_it(tmp_path):
+    agent = make_agent("sac", "pendulum", policy_kwargs={"net_arch": [8]})
+    path = save_agent(agent, tmp_path / "agent.zip")
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(damaged, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "policy.pth":
+                data = data[: len(data) // 2]
+            target.writestr(item, data)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(damaged))} is not a whole sac agent"):
+        load_agent("sac", damaged, "pendulum")
+
+
+def test_a_plot_that_cannot_be_written_names_its_file(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from hybridgym.agents.plots import plot_loop_metrics
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    rows = [
+        {
+            "iteration": 1,
+            "real_steps": 50,
+            "eval_return_mean": -500.0,
+            "eval_return_std": 1.0,
+            "model_error": 0.1,
+        }
+    ]
+    with pytest.raises(
+        OSError, match=r"cannot write .*return_vs_real_steps\.png: No space"
+    ) as info:
+        plot_loop_metrics(rows, tmp_path / "plots", get_task("pendulum"))
+    assert info.value.errno == errno.ENOSPC
+    assert not list((tmp_path / "plots").glob(".*tmp*"))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"init_std": float("nan")}, "init_std must be a finite number > 0, got nan"),
+        ({"temperature": float("inf")}, "temperature must be a finite number > 0"),
+        ({"horizon": 10**7}, "model steps per decision is more than 1,000,000,000"),
+        ({"iterations": 10**9}, "model steps per decision is more than 1,000,000,000"),
+    ],
+)
+def test_a_planner_with_nan_or_absurd_settings_is_refused(tmp_path, settings, message):
+    """A planner JSON with init_std NaN used to evaluate to "return: nan" with exit 0; sizes
+    that would plan for hours per action ran until killed."""
+    task = get_task("pendulum")
+    model = HybridODE(task.make_prior(), None, dt=task.dt)
+    with pytest.raises(ValueError, match=message):
+        MPCAgent(model, task, **settings)
+    with pytest.raises(ValueError, match="substeps must be at most 10,000"):
+        HybridODE(task.make_prior(), None, dt=task.dt, substeps=10**8)
 
 
 # --- disk problems -----------------------------------------------------------------------------

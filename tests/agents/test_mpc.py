@@ -94,7 +94,7 @@ def test_planning_keeps_a_warm_start_and_resets():
         ({"method": "ilqr"}, "method must be one of"),
         ({"horizon": 0}, "horizon must be a positive int"),
         ({"samples": 10, "elites": 20}, r"elites \(20\) must not exceed samples \(10\)"),
-        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": 0.0}, "temperature must be a finite number > 0"),
         ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
     ],
 )
