@@ -23,6 +23,7 @@ import torch
 from hybridgym.envs import Task, get_task
 from hybridgym.models import Ensemble, HybridODE, TrajectoryDataset, prediction_errors
 from hybridgym.models.files import atomic_write_text, read_json_object
+from hybridgym.models.hybrid import check_model_matches
 
 #: seed of the first held-out episode: far from the loop's collection seeds (seed * 1_000_003
 #: + 1_009 * episode) and evaluation seeds (1_000_000 + episode)
@@ -91,6 +92,9 @@ def load_run(run_dir: str | os.PathLike[str]) -> LoopRun:
         model: HybridODE | Ensemble = Ensemble.load(models[iteration])
     else:
         model = HybridODE.load(models[iteration])
+    check_model_matches(
+        model, task.state_dim, task.action_dim, task.dt, models[iteration], task.name
+    )
     data = TrajectoryDataset.load(run_dir / "data")
     return LoopRun(run_dir, task, loop_config, iteration, models[iteration], model.eval(), data)
 

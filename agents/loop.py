@@ -56,7 +56,7 @@ from hybridgym.models import (
 from hybridgym.models.arrays import unwrap_angles, usable_device
 from hybridgym.models.files import DirectoryLock, atomic_write_text, read_json_object
 from hybridgym.models.fit import NON_FINITE_LIMIT
-from hybridgym.models.hybrid import METHODS
+from hybridgym.models.hybrid import METHODS, check_model_matches
 from hybridgym.models.residual import ACTIVATIONS
 from hybridgym.models.reward_model import RewardFitConfig, load_parts, save_parts
 
@@ -597,6 +597,21 @@ class ModelBasedLoop:
             raise ValueError(f"{path} has version {state.get('version')}, expected 1")
         return state
 
+    def _check_data_against_state(self, state: dict[str, Any]) -> None:
+        """The recorded episodes hold what ``state.json`` says the completed iterations used:
+        at least that many episodes (an interrupted iteration may have added more), whose
+        first ones add up to its real steps; else a deleted, replaced or duplicated episode
+        file is named as such."""
+        episodes, steps = int(state.get("real_episodes", 0)), int(state.get("real_steps", 0))
+        counts = [episode.num_steps for episode in self.data.episodes]
+        if len(counts) < episodes or sum(counts[:episodes]) != steps:
+            raise ValueError(
+                f"{self.path('data')} holds {len(counts)} episodes whose first {episodes} have "
+                f"{sum(counts[:episodes])} steps, but {self.path('state.json')} records "
+                f"{episodes} episodes of {steps} steps: episode files were deleted, replaced or "
+                "duplicated; restore them or start a new run directory"
+            )
+
     def _read_metrics(self, completed: int) -> list[dict[str, Any]]:
         path = self.path("metrics.csv")
         if completed == 0 or not path.exists():
@@ -655,9 +670,15 @@ class ModelBasedLoop:
         elif priors[0] is None:
             priors = None
         if cfg.ensemble > 1:
-            return Ensemble.load(path, priors=priors, map_location=self.device)
-        prior = priors[0] if priors else None
-        return HybridODE.load(path, prior=prior, map_location=self.device)
+            model: HybridODE | Ensemble = Ensemble.load(
+                path, priors=priors, map_location=self.device
+            )
+        else:
+            prior = priors[0] if priors else None
+            model = HybridODE.load(path, prior=prior, map_location=self.device)
+        task = self.task
+        check_model_matches(model, task.state_dim, task.action_dim, task.dt, path, task.name)
+        return model
 
     def _learn_task(self, iteration: int) -> float:
         """Refit the task's learned parts (a Gymnasium env's reward and termination) on all
@@ -884,6 +905,7 @@ class ModelBasedLoop:
             self.data.save(data_dir)
         self._wall = float(self.history[-1]["wall_seconds"]) if self.history else 0.0
         if done:
+            self._check_data_against_state(state)
             self.model = self._load_model(done)
             if self.task.learned_parts:
                 load_parts(self.task.learned_parts, self.path("models", f"task_{done:03d}.pt"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import math
 import os
 import pathlib
 import warnings
@@ -428,3 +429,19 @@ def check_tag(
             f"version {version}"
         )
     return payload
+
+
+def check_model_matches(
+    model: Any, state_dim: int, action_dim: int, dt: float, where: Any, what: str
+) -> None:
+    """A ``ValueError`` naming ``where`` when ``model`` (a HybridODE or an Ensemble) has other
+    state or action sizes or another control interval than ``what`` (a task's) needs: a file
+    from another run, found before an index error deep inside a rollout."""
+    first = model.members[0] if hasattr(model, "members") else model
+    have = (first.state_dim, first.action_dim, float(first.dt))
+    if have[:2] != (state_dim, action_dim) or not math.isclose(have[2], dt, rel_tol=1e-6):
+        raise ValueError(
+            f"{where} is a model of {have[0]} states and {have[1]} actions at dt {have[2]:g}, "
+            f"but {what} has {state_dim} states and {action_dim} actions at dt {dt:g}: it "
+            "belongs to another run; remove it or use that run's directory"
+        )

@@ -478,6 +478,41 @@ def test_a_planner_with_nan_or_absurd_settings_is_refused(tmp_path, settings, me
         HybridODE(task.make_prior(), None, dt=task.dt, substeps=10**8)
 
 
+def test_a_model_file_of_another_task_is_named_on_resume_and_in_plot(tmp_path):
+    run = tmp_path / "run"
+    ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None).run()
+    cart = get_task("cartpole_swingup")
+    HybridODE(cart.make_prior(), None, dt=cart.dt).save(run / "models" / "model_001.pt")
+    with pytest.raises(ValueError, match=r"model_001\.pt is a model of 4 states .* pendulum"):
+        ModelBasedLoop("pendulum", tiny(iterations=2), run, log=None).run()
+    done = subprocess.run(
+        [sys.executable, "-m", "hybridgym.scripts.main", "plot", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "belongs to another run" in lines[0], done.stderr
+
+
+def test_an_episode_file_deleted_behind_the_runs_back_is_named(tmp_path):
+    """state.json records the episodes and steps the completed iterations used; a resume
+    compares the store with it (a file replaced by one of the same length, or one added after
+    them, cannot be told from the data of an interrupted iteration)."""
+    run = tmp_path / "run"
+    ModelBasedLoop("pendulum", tiny(iterations=1, episode_steps=10), run, log=None).run()
+    episodes = sorted((run / "data" / "episodes").glob("episode_*.npz"))
+    assert len(episodes) == 5
+    last = episodes[-1].read_bytes()
+    episodes[-1].unlink()  # deleted: fewer episodes than state.json records
+    with pytest.raises(ValueError, match=r"holds 4 episodes .* records 5 episodes of 50 steps"):
+        ModelBasedLoop("pendulum", tiny(iterations=2, episode_steps=10), run, log=None).run()
+    episodes[-1].write_bytes(last)  # restored: the run goes on
+    history = ModelBasedLoop("pendulum", tiny(iterations=2, episode_steps=10), run, log=None).run()
+    assert [row["real_steps"] for row in history] == [50, 100]
+
+
 # --- disk problems -----------------------------------------------------------------------------
 def _fingerprint(run):
     return {
