@@ -62,6 +62,7 @@ class LearnedVecEnv(VecEnv):
             raise ValueError(
                 f"actions must be ({self.num_envs}, {self.task.action_dim}), got {actions.shape}"
             )
+        _check_finite(actions)
         self._actions.copy_(torch.from_numpy(actions))
 
     def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
@@ -159,7 +160,9 @@ class LearnedVectorEnv(VectorEnv):
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        actions = torch.as_tensor(np.asarray(actions, dtype=np.float32)).reshape(self.num_envs, -1)
+        actions = np.asarray(actions, dtype=np.float32)
+        _check_finite(actions)
+        actions = torch.as_tensor(actions).reshape(self.num_envs, -1)
         self.core.reset_envs(np.flatnonzero(self._autoreset))  # NEXT_STEP: they restart now
         step = self.core.step(actions, hold=self._hold)
         self._hold = step.terminated | step.truncated  # stays on the device
@@ -167,6 +170,18 @@ class LearnedVectorEnv(VectorEnv):
         self._autoreset = result.terminated | result.truncated
         infos = {"model_diverged": result.diverged}
         return result.obs, result.reward, result.terminated, result.truncated, infos
+
+
+def _check_finite(actions: np.ndarray) -> None:
+    """The one rule of every learned env (LearnedEnv, LearnedVecEnv, LearnedVectorEnv): a
+    non-finite action is the caller's bug and raises, naming the environments (checked on the
+    host, before anything reaches the device)."""
+    if not np.isfinite(actions).all():
+        rows = np.flatnonzero(~np.isfinite(actions.reshape(len(actions), -1)).all(-1))
+        raise ValueError(
+            f"actions must be finite; environments {rows[:8].tolist()} got "
+            f"{actions[rows[:2]].tolist()}"
+        )
 
 
 def _seeds(seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:

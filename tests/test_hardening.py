@@ -513,6 +513,30 @@ def test_an_episode_file_deleted_behind_the_runs_back_is_named(tmp_path):
     assert [row["real_steps"] for row in history] == [50, 100]
 
 
+def test_every_learned_env_refuses_a_nan_action_the_same_way():
+    """One rule (issue 15): LearnedEnv, LearnedVecEnv and LearnedVectorEnv raise on a
+    non-finite action, naming the environments; none silently ends the episode."""
+    from hybridgym.envs import LearnedVecEnv, LearnedVectorEnv
+
+    task = get_task("pendulum")
+    model = HybridODE(task.make_prior(), None, dt=task.dt)
+    single = LearnedEnv(model, task)
+    single.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be finite"):
+        single.step(np.array([np.nan], dtype=np.float32))
+    actions = np.array([[0.5], [np.nan], [0.0]], dtype=np.float32)
+    venv = LearnedVecEnv(model, task, 3)
+    venv.reset()
+    with pytest.raises(ValueError, match=r"actions must be finite; environments \[1\]"):
+        venv.step(actions)
+    vector = LearnedVectorEnv(model, task, 3)
+    vector.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions must be finite; environments \[1\]"):
+        vector.step(actions)
+    obs, *_ = vector.step(np.zeros((3, 1), dtype=np.float32))  # the env is still usable
+    assert np.isfinite(obs).all()
+
+
 # --- disk problems -----------------------------------------------------------------------------
 def _fingerprint(run):
     return {
