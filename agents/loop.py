@@ -1116,7 +1116,10 @@ class ModelBasedLoop:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             return
-        with SummaryWriter(str(self.path("tensorboard"))) as writer:
+        # purge_step: an iteration written before a kill and written again on resume replaces
+        # its earlier scalars in TensorBoard's view instead of doubling them
+        step = row["real_steps"]
+        with SummaryWriter(str(self.path("tensorboard")), purge_step=step) as writer:
             for key in METRIC_COLUMNS[3:]:
                 writer.add_scalar(f"loop/{key}", row[key], global_step=row["real_steps"])
 

@@ -469,3 +469,20 @@ def test_the_guard_checks_every_member_of_an_ensemble(tmp_path, monkeypatch, cap
     second = torch.load(run / "models" / "model_002.pt", weights_only=True)
     for a, b in zip(first["members"], second["members"], strict=True):
         assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_an_iteration_written_twice_to_tensorboard_shows_once(tmp_path):
+    """A kill after the TensorBoard write and before state.json reruns the iteration on
+    resume: its second write replaces the first in TensorBoard's view (purge_step)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    loop = ModelBasedLoop("pendulum", tiny(iterations=1), run, log=None)
+    (row,) = loop.run()
+    time.sleep(1.1)  # a later event file, as a resumed process writes
+    loop._write_tensorboard({**row, "model_error": 123.0})
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("loop/model_error")
+    assert [(s.step, s.value) for s in scalars] == [(50, 123.0)]
