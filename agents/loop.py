@@ -20,6 +20,7 @@ the same loop on the same directory resumes it.
 
 from __future__ import annotations
 
+import base64
 import copy
 import csv
 import dataclasses
@@ -904,21 +905,31 @@ class ModelBasedLoop:
             )
             self.data.save(data_dir)
         self._wall = float(self.history[-1]["wall_seconds"]) if self.history else 0.0
+        evaluating = state.get("evaluating")
+        if evaluating is not None and evaluating.get("iteration") != done + 1:
+            raise ValueError(
+                f"{self.path('state.json')} records an evaluation of iteration "
+                f"{evaluating.get('iteration')} after {done} complete ones; the run directory "
+                "was edited"
+            )
         if done:
             self._check_data_against_state(state)
-            self.model = self._load_model(done)
+        # the models of the last complete iteration, or of the one whose evaluation was cut
+        latest = done + 1 if evaluating is not None else done
+        if latest:
+            self.model = self._load_model(latest)
             if self.task.learned_parts:
-                load_parts(self.task.learned_parts, self.path("models", f"task_{done:03d}.pt"))
-            self.agent = self._load_agent(done, self.model)
+                load_parts(self.task.learned_parts, self.path("models", f"task_{latest:03d}.pt"))
+            self.agent = self._load_agent(latest, self.model)
             self._say(f"resuming {self.run_dir} after iteration {done}")
         else:
             self.model = self._new_model()
             self.task.reset_learned(cfg.seed)  # a Gymnasium env's reward and termination
-        if done >= cfg.iterations or self._reached_stop():
+        if evaluating is None and (done >= cfg.iterations or self._reached_stop()):
             self._say(f"{self.run_dir} is complete ({done} iterations)")
             return self.history
-        for iteration in range(done + 1, cfg.iterations + 1):
-            self._iteration(iteration)
+        for iteration in range(done + 1, max(cfg.iterations, done + 1) + 1):
+            self._iteration(iteration, evaluating if iteration == done + 1 else None)
             if self._reached_stop():
                 self._say(f"iteration {iteration}: reached stop_return {cfg.stop_return}")
                 break
@@ -930,8 +941,53 @@ class ModelBasedLoop:
             bool(self.history) and stop is not None and self.history[-1]["eval_return_mean"] >= stop
         )
 
-    def _iteration(self, iteration: int) -> None:
-        cfg, task = self.config, self.task
+    def _iteration(self, iteration: int, evaluating: dict[str, Any] | None = None) -> None:
+        """One round: collect, fit, train, evaluate, record. ``evaluating``: the record of an
+        evaluation a kill interrupted (state.json); the round then goes on from its next
+        episode with the model and agent it saved, collecting and fitting nothing again."""
+        cfg = self.config
+        if evaluating is None:
+            evaluating = self._collect_fit_train(iteration)
+            if cfg.evaluates(iteration):  # from here a kill resumes the evaluation
+                self._write_state(iteration - 1, evaluating)
+        else:
+            self._say(
+                f"iteration {iteration}: resuming its evaluation after "
+                f"{len(evaluating['returns'])} of {cfg.eval_episodes} episodes"
+            )
+        part = evaluating["row"]
+        self._wall += part["collect_seconds"] + part["fit_seconds"] + part["agent_seconds"]
+        mean, std, eval_seconds = self._evaluate(iteration, evaluating)
+        row = {
+            "iteration": iteration,
+            "real_steps": self.data.num_steps,
+            "real_episodes": len(self.data),
+            "eval_return_mean": mean,
+            "eval_return_std": std,
+            "model_error": part["model_error"],
+            "fit_loss": part["fit_loss"],
+            "fit_seconds": part["fit_seconds"],
+            "agent_seconds": part["agent_seconds"],
+            "collect_seconds": part["collect_seconds"],
+            "eval_seconds": eval_seconds,
+            "wall_seconds": self._wall,
+        }
+        self.history.append(row)
+        self._write_metrics()
+        self._write_tensorboard(row)
+        self._plot()
+        self._write_state(iteration, None)
+        self._say(
+            f"iteration {iteration}: real steps {row['real_steps']}, eval return "
+            f"{row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}, model error "
+            f"{part['model_error']:.3g}, fit {part['fit_seconds']:.1f} s, agent "
+            f"{part['agent_seconds']:.1f} s"
+        )
+
+    def _collect_fit_train(self, iteration: int) -> dict[str, Any]:
+        """Collect, fit and train for ``iteration`` (saving model, learned parts and agent);
+        the evaluation record to fill: the row's values so far, no episode yet."""
+        cfg = self.config
         target = cfg.target_steps(iteration)
         start = time.perf_counter()
         if iteration == 1:
@@ -960,70 +1016,76 @@ class ModelBasedLoop:
         self._train_agent(updates)
         agent_seconds = time.perf_counter() - start
         self._save_agent(iteration)
-
-        start = time.perf_counter()
-        if cfg.evaluates(iteration):
-            self._say(
-                f"iteration {iteration}: evaluating on the real system ({cfg.eval_episodes} "
-                f"episodes of up to {task.max_episode_steps} steps)"
-            )
-
-            def on_episode(index: int, total: float, steps: int) -> None:
-                self._say(
-                    f"iteration {iteration}: evaluation episode {index + 1}/{cfg.eval_episodes}: "
-                    f"return {total:.2f} in {steps} steps ({time.perf_counter() - start:.0f} s)"
-                )
-
-            result = evaluate(
-                self.agent,
-                task,
-                episodes=cfg.eval_episodes,
-                seed=cfg.eval_seed,
-                progress=cfg.progress,
-                on_episode=on_episode,
-            )
-            mean, std = result.mean, result.std
-        else:
-            mean = std = float("nan")
-        eval_seconds = time.perf_counter() - start
-        self._wall += collect_seconds + fit_seconds + agent_seconds
         row = {
-            "iteration": iteration,
-            "real_steps": self.data.num_steps,
-            "real_episodes": len(self.data),
-            "eval_return_mean": mean,
-            "eval_return_std": std,
             "model_error": model_error,
             "fit_loss": report.history[-1]["loss"] if report.history else float("nan"),
             "fit_seconds": fit_seconds,
             "agent_seconds": agent_seconds,
             "collect_seconds": collect_seconds,
-            "eval_seconds": eval_seconds,
-            "wall_seconds": self._wall,
         }
-        self.history.append(row)
-        self._write_metrics()
-        self._write_tensorboard(row)
-        self._plot()
-        atomic_write_text(
-            self.path("state.json"),
-            json.dumps(
-                {
-                    "version": STATE_VERSION,
-                    "completed_iterations": iteration,
-                    "real_steps": self.data.num_steps,
-                    "real_episodes": len(self.data),
-                    "finished": iteration == cfg.iterations or self._reached_stop(),
-                },
-                indent=2,
+        return {"iteration": iteration, "row": row, "returns": [], "lengths": [], "seconds": 0.0}
+
+    def _evaluate(self, iteration: int, record: dict[str, Any]) -> tuple[float, float, float]:
+        """The real evaluation of ``iteration`` (mean and std of the returns, seconds), one
+        episode at a time from where ``record`` stands; after each episode the record (returns,
+        the planner's random state) goes to state.json, so a kill loses one episode at most and
+        the resumed evaluation is the one an uninterrupted run makes."""
+        cfg, task = self.config, self.task
+        if not cfg.evaluates(iteration):
+            return float("nan"), float("nan"), 0.0
+        returns, lengths = record["returns"], record["lengths"]
+        generator = getattr(self.agent, "generator", None)
+        if not isinstance(generator, torch.Generator):
+            generator = None
+        if generator is not None and record.get("generator"):
+            state = np.frombuffer(base64.b64decode(record["generator"]), dtype=np.uint8)
+            generator.set_state(torch.from_numpy(state.copy()))
+        if not returns:
+            self._say(
+                f"iteration {iteration}: evaluating on the real system ({cfg.eval_episodes} "
+                f"episodes of up to {task.max_episode_steps} steps)"
             )
-            + "\n",
-        )
-        self._say(
-            f"iteration {iteration}: real steps {row['real_steps']}, eval return "
-            f"{row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}, model error "
-            f"{model_error:.3g}, fit {fit_seconds:.1f} s, agent {agent_seconds:.1f} s"
-        )
+        start = time.perf_counter() - record["seconds"]
+        for index in range(len(returns), cfg.eval_episodes):
+            result = evaluate(
+                self.agent, task, episodes=1, seed=cfg.eval_seed + index, progress=cfg.progress
+            )
+            returns.append(float(result.returns[0]))
+            lengths.append(int(result.lengths[0]))
+            record["seconds"] = time.perf_counter() - start
+            self._say(
+                f"iteration {iteration}: evaluation episode {index + 1}/{cfg.eval_episodes}: "
+                f"return {returns[-1]:.2f} in {lengths[-1]} steps ({record['seconds']:.0f} s)"
+            )
+            if generator is not None:
+                raw = generator.get_state().cpu().numpy().tobytes()
+                record["generator"] = base64.b64encode(raw).decode("ascii")
+            if index + 1 < cfg.eval_episodes:
+                self._write_state(iteration - 1, record)
+        values = np.asarray(returns, dtype=np.float64)
+        return float(values.mean()), float(values.std()), float(record["seconds"])
+
+    def _write_state(self, completed: int, evaluating: dict[str, Any] | None) -> None:
+        """state.json: ``completed`` iterations (with the real steps and episodes they used)
+        and, while an iteration is being evaluated, its evaluation record."""
+        if completed == len(self.history) and completed:
+            steps, episodes = self.data.num_steps, len(self.data)
+            if evaluating is not None:  # the data of the completed iterations only
+                steps = int(self.history[-1]["real_steps"])
+                episodes = int(self.history[-1]["real_episodes"])
+        else:
+            steps = episodes = 0
+        state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "completed_iterations": completed,
+            "real_steps": steps,
+            "real_episodes": episodes,
+            "finished": evaluating is None
+            and (completed == self.config.iterations or self._reached_stop()),
+        }
+        if evaluating is not None:
+            state["evaluating"] = evaluating
+        atomic_write_text(self.path("state.json"), json.dumps(state, indent=2) + "\n")
 
     def _fit_or_keep(self, data: TrajectoryDataset, config: FitConfig, what: str) -> FitReport:
         """Refit the model, keeping the refit only if it holds up against the model it replaces.

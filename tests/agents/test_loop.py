@@ -486,3 +486,49 @@ def test_an_iteration_written_twice_to_tensorboard_shows_once(tmp_path):
     events.Reload()
     scalars = events.Scalars("loop/model_error")
     assert [(s.step, s.value) for s in scalars] == [(50, 123.0)]
+
+
+def test_a_kill_during_evaluation_resumes_the_evaluation_not_the_iteration(tmp_path, monkeypatch):
+    """The evaluation records each episode in state.json (returns and the planner's random
+    state): a run killed after its second evaluation episode resumes at the third, without
+    collecting, fitting or training again, and ends with the metrics of an uninterrupted run."""
+    import hybridgym.agents.loop as loop_module
+
+    config = tiny(
+        iterations=1,
+        agent="mpc",
+        agent_kwargs={"horizon": 10, "samples": 40, "iterations": 2},
+        eval_episodes=3,
+    )
+    whole = ModelBasedLoop("pendulum", config, tmp_path / "whole", log=None).run()
+
+    real_evaluate, real_fit, calls = loop_module.evaluate, loop_module.fit, {"eval": 0, "fit": 0}
+
+    def killed_on_the_third(*args, **kwargs):
+        calls["eval"] += 1
+        if calls["eval"] == 3:
+            raise KeyboardInterrupt  # as a kill: nothing after this point runs
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "evaluate", killed_on_the_third)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        ModelBasedLoop("pendulum", config, run, log=None).run()
+    state = json.loads((run / "state.json").read_text())
+    assert state["completed_iterations"] == 0 and len(state["evaluating"]["returns"]) == 2
+
+    def counted_fit(*args, **kwargs):
+        calls["fit"] += 1
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "evaluate", real_evaluate)
+    monkeypatch.setattr(loop_module, "fit", counted_fit)
+    said = []
+    resumed = ModelBasedLoop("pendulum", config, run, log=said.append).run()
+    assert calls["fit"] == 0  # nothing refitted
+    assert any("resuming its evaluation after 2 of 3 episodes" in line for line in said)
+    strip = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in whole]
+    assert [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in resumed] == strip
+    state = json.loads((run / "state.json").read_text())
+    assert state["completed_iterations"] == 1 and "evaluating" not in state
+    assert state["finished"] is True
