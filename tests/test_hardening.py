@@ -399,6 +399,51 @@ def test_a_folder_under_a_file_or_an_empty_record_is_one_line_naming_it(tmp_path
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and f"{run / name} is empty" in lines[0], done.stderr
         (run / name).write_text(kept)
+    done = subprocess.run(
+        [*exe, "plot", str(run), "--out", str(blocker / "plots")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(blocker) in lines[0], done.stderr
+
+
+def test_a_read_only_filesystem_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """As root, permissions cannot make a folder read-only; the filesystem's refusal is
+    stood in for at the one place every write goes through."""
+    import hybridgym.models.files as files
+    from hybridgym.scripts.main import main
+
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and str(tmp_path) in str(path):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", read_only)
+    code = main(["loop", "pendulum", "--iterations", "1", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "Read-only file system" in err[0] and str(tmp_path / "run") in err[0]
+
+
+def test_the_corrected_compare_runs_after_a_refused_one(tmp_path):
+    exe = [sys.executable, "-m", "hybridgym.scripts.main"]
+    out = tmp_path / "out"
+    base = [*exe, *COMPARE, "--methods", "loop", "--eval-episodes", "1", "--out", str(out)]
+    refused = subprocess.run(
+        [*base, "--loop-set", "agent_kwargs.sampels=50"], capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and not out.exists(), refused.stderr
+    fixed = subprocess.run(
+        [*base, "--loop-set", "agent_kwargs.samples=50", "--quiet"], capture_output=True, text=True
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["trials"]["loop"]["0"]["final_real_steps"] == 50
 
 
 def test_sb3_settings_it_asserts_on_are_a_value_error_naming_them():
