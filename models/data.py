@@ -265,14 +265,14 @@ def _check_names(names: Any, field: str) -> tuple[str, ...]:
             raise TypeError(f"{field} must hold strings, got {type(name).__name__} {name!r}")
         if not name.strip():
             raise ValueError(f"{field} must be non-empty strings, got {names!r}")
-        if not name.isprintable():  # line breaks, tabs, control characters
-            raise ValueError(
-                f"{field} must be printable on one line (they are CSV headers), got {name!r}"
-            )
         if name != name.strip():  # a CSV header is read with its cells stripped
             raise ValueError(
                 f"{field} must not start or end with whitespace (CSV headers are read "
                 f"stripped), got {name!r}"
+            )
+        if not name.isprintable():  # line breaks, tabs, control characters
+            raise ValueError(
+                f"{field} must be printable on one line (they are CSV headers), got {name!r}"
             )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
