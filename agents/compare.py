@@ -269,8 +269,9 @@ class Comparison:
             if "loop" in config.methods
             else {}
         )
-        for loop_config in list(self.loop_configs.values())[:1]:  # --loop-set values, now
-            ModelBasedLoop(self.task, loop_config, self.out, log=None).check_settings()
+        if self.loop_configs:  # --loop-set values, now (the seeds' configs differ in the seed)
+            first = next(iter(self.loop_configs.values()))
+            ModelBasedLoop(self.task, first, self.out, log=None).check_settings()
         for method in config.methods:  # unknown SB3 overrides fail now, not after the loop
             if method != "loop":
                 env = self.task.make_real_env()

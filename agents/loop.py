@@ -738,12 +738,13 @@ class ModelBasedLoop:
         return {"exploration": self.config.exploration * size, "state_scale": scale.tolist()}
 
     def _learned_env(self, model: Any) -> LearnedVecEnv:
+        recorded = self.data is not None and len(self.data) > 0
         env = LearnedVecEnv(
             model,
             self.task,
             self.config.learned_envs,
-            start="dataset" if self.config.start_fraction > 0 else "task",
-            dataset=self.data,
+            start="dataset" if self.config.start_fraction > 0 and recorded else "task",
+            dataset=self.data if recorded else None,
             device=self.device,  # else the env would move the loop's model to the CPU
         )
         env.seed(self.config.seed)
@@ -846,40 +847,22 @@ class ModelBasedLoop:
             model = self._new_model()
             self._fit_config(1)
             try:
-                if cfg.agent in ("mpc", "differentiable"):
-                    self._new_agent(model)
-                else:
-                    from hybridgym.agents.sb3 import make_agent
-
-                    env = LearnedVecEnv(model, self.task, 1, start="task", device=self.device)
-                    make_agent(
-                        cfg.agent,
-                        env,
-                        task=self.task,
-                        seed=cfg.seed,
-                        device=str(self.device),
-                        tensorboard_log=None,
-                        **cfg.agent_kwargs,
-                    )
+                self._new_agent(model)  # with no data yet, an SB3 agent's envs start as the task's
             except (TypeError, ValueError) as error:
                 raise type(error)(
                     f"agent_kwargs ({cfg.agent}): {error}{self._keyword_hint(str(error))}"
                 ) from None
 
     def _keyword_hint(self, message: str) -> str:
-        """'; did you mean ...?' for an unexpected keyword close to one the agent takes."""
+        """'; did you mean ...?' for an unexpected keyword of the planner or the differentiable
+        agent close to one it takes (make_agent's own message names SB3's)."""
         match = re.search(r"unexpected keyword argument '(\w+)'", message)
-        if match is None:
+        if match is None or self.config.agent not in ("mpc", "differentiable"):
             return ""
-        agent = self.config.agent
-        if agent == "mpc":
+        if self.config.agent == "mpc":
             known = list(inspect.signature(MPCAgent.__init__).parameters)
-        elif agent == "differentiable":
-            known = [f.name for f in dataclasses.fields(PolicyTrainingConfig)]
         else:
-            from hybridgym.agents.sb3 import ALGOS
-
-            known = list(inspect.signature(ALGOS[agent].__init__).parameters)
+            known = [f.name for f in dataclasses.fields(PolicyTrainingConfig)]
         hint = difflib.get_close_matches(match.group(1), known, n=1)
         return f"; did you mean {hint[0]!r}?" if hint else ""
 
@@ -1068,13 +1051,8 @@ class ModelBasedLoop:
     def _write_state(self, completed: int, evaluating: dict[str, Any] | None) -> None:
         """state.json: ``completed`` iterations (with the real steps and episodes they used)
         and, while an iteration is being evaluated, its evaluation record."""
-        if completed == len(self.history) and completed:
-            steps, episodes = self.data.num_steps, len(self.data)
-            if evaluating is not None:  # the data of the completed iterations only
-                steps = int(self.history[-1]["real_steps"])
-                episodes = int(self.history[-1]["real_episodes"])
-        else:
-            steps = episodes = 0
+        last = self.history[completed - 1] if completed else {}  # the data they used
+        steps, episodes = int(last.get("real_steps", 0)), int(last.get("real_episodes", 0))
         state: dict[str, Any] = {
             "version": STATE_VERSION,
             "completed_iterations": completed,
@@ -1118,11 +1096,14 @@ class ModelBasedLoop:
             )
         return report
 
+    def _members(self) -> list[HybridODE]:
+        return list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+
     def _member_errors(self, data: TrajectoryDataset) -> list[dict[int, float]]:
         """Per member: horizon -> the k-step prediction RMSE on ``data``, averaged over the
         state variables in units of each one's spread (inf where a prediction is not
         finite)."""
-        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
+        members = self._members()
         scale = np.maximum(data.states().std(0), 1e-9)
         horizons = sorted({1, self.config.error_horizon})
         out = []
@@ -1139,8 +1120,7 @@ class ModelBasedLoop:
     def _worse_than(self, data: TrajectoryDataset, reference: list[dict[int, float]]) -> str | None:
         """Why the refitted members predict ``data`` unacceptably worse than ``reference``
         (the same members before the refit), or None."""
-        members = list(self.model.members) if isinstance(self.model, Ensemble) else [self.model]
-        for k, member in enumerate(members):
+        for k, member in enumerate(self._members()):
             prior = getattr(member, "prior", None)
             if prior is not None and hasattr(prior, "constants"):
                 with torch.no_grad():
@@ -1183,7 +1163,7 @@ class ModelBasedLoop:
         step = row["real_steps"]
         with SummaryWriter(str(self.path("tensorboard")), purge_step=step) as writer:
             for key in METRIC_COLUMNS[3:]:
-                writer.add_scalar(f"loop/{key}", row[key], global_step=row["real_steps"])
+                writer.add_scalar(f"loop/{key}", row[key], global_step=step)
 
     def _plot(self) -> None:
         from hybridgym.agents.plots import plot_loop_metrics

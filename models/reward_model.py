@@ -303,9 +303,8 @@ class TerminationModel(nn.Module):
 
 
 def _flag(module: nn.Module, name: str) -> bool:
-    """The buffer ``name`` of ``module`` as a Python bool (non-zero), read from the device only
-    after it changed (a planner asks at every step; on a GPU each read would wait for the
-    device)."""
+    """The bool buffer ``name`` of ``module`` as a Python bool, read from the device only after
+    it changed (a planner asks at every step; on a GPU each read would wait for the device)."""
     buffer = getattr(module, name)
     key = (buffer._version, buffer.device, id(buffer))
     cache = module.__dict__.setdefault("_flag_cache", {})
@@ -481,11 +480,11 @@ def fit_box(
     positives, negatives = states[labels], states[~labels]
     if len(positives) < min_terminals or not len(negatives):
         return None
+    n = states.shape[1]
     spread = np.maximum(states.std(0), 1e-12)
     top, bottom = negatives.max(0), negatives.min(0)
-    beyond = {("high", i): positives[:, i] > top[i] for i in range(states.shape[1])}
-    beyond.update({("low", i): positives[:, i] < bottom[i] for i in range(states.shape[1])})
-    n = states.shape[1]
+    beyond = {("high", i): positives[:, i] > top[i] for i in range(n)}
+    beyond.update({("low", i): positives[:, i] < bottom[i] for i in range(n)})
     low, high = np.full(n, -np.inf), np.full(n, np.inf)
     left = np.ones(len(positives), dtype=bool)
     while left.any():
